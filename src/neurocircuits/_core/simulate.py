@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -117,7 +118,7 @@ def _make_chunk_fn(step_fn: Callable, record: Record, inputs_is_fn: bool, checkp
             return (new, bad), None
 
         def interval(carry, r):
-            return jax.lax.scan(one_step, carry, r * every + jnp.arange(every))[0]
+            return jax.lax.scan(one_step, carry, r * every + jnp.arange(every, dtype=jnp.int32))[0]
 
         if checkpoint:
             interval = jax.checkpoint(interval)
@@ -127,7 +128,7 @@ def _make_chunk_fn(step_fn: Callable, record: Record, inputs_is_fn: bool, checkp
             t_obs = t0 + (step0 + (r + 1) * every).astype(dt.dtype) * dt
             return carry, (t_obs, record.observe(carry[0], t_obs))
 
-        (state, bad), (ts, ys) = jax.lax.scan(one_record, (state, bad), jnp.arange(n_rec))
+        (state, bad), (ts, ys) = jax.lax.scan(one_record, (state, bad), jnp.arange(n_rec, dtype=jnp.int32))
         return state, bad, ts, ys
 
     return chunk
@@ -194,13 +195,15 @@ def _fingerprint(model, state0, key, dt, n_steps, record, t0) -> str:
     """A cheap identity of a run, to refuse resuming a different one."""
     h = hashlib.sha256()
     h.update(repr((float(dt), int(n_steps), record.every, float(t0))).encode())
-    h.update(str(jax.tree.structure((model, state0))).encode())
+    # the tree structure without memory addresses of static callables
+    h.update(re.sub(r" at 0x[0-9a-f]+", "", str(jax.tree.structure((model, state0)))).encode())
     for leaf in jax.tree.leaves((model, state0)):
         if eqx.is_array(leaf):
-            a = np.asarray(leaf)
-            h.update(repr((a.shape, str(a.dtype))).encode())
-            flat = a.reshape(-1)
-            h.update(np.ascontiguousarray(flat[:: max(1, flat.size // 4096)]).tobytes())
+            h.update(repr((tuple(leaf.shape), str(leaf.dtype))).encode())
+            size = int(np.prod(leaf.shape))
+            # a strided sample, taken on the device: never copy a large matrix to the host
+            sample = jnp.ravel(leaf)[:: max(1, size // 4096)]
+            h.update(np.ascontiguousarray(np.asarray(sample)).tobytes())
     kd = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
     h.update(np.asarray(kd).tobytes())
     return h.hexdigest()[:16]
@@ -380,7 +383,8 @@ def simulate(
     fingerprint = None
     if store is not None:
         fingerprint = _fingerprint(model, state0, key, dt, n_steps, record, t0)
-        step, state, bad = store.start(fingerprint, state0, bad0, n_steps=n_steps)
+        step, state, bad = store.start(fingerprint, state0, bad0, n_steps=n_steps,
+                                       template=one_obs, record=record, batched=batch is not None)
 
     ts_parts, ys_parts = [], []
     n_chunks = -(-(n_steps - step) // chunk_steps)
@@ -409,7 +413,7 @@ def simulate(
         bar.close()
 
     if store is not None:
-        ts_all, ys_all = store.load(record=record)
+        ts_all, ys_all = store.load()
     else:
         axis = 1 if batch is not None else 0
         ts_all = np.concatenate(ts_parts) if ts_parts else np.zeros((0,))
