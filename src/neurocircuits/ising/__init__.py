@@ -1,0 +1,16 @@
+"""Kinetic Ising models: Glauber simulation, exact enumeration, the Plefka mean-field family,
+inverse problems and the exact theory of the asymmetric Sherrington–Kirkpatrick model.
+
+References:
+    Aguilera, Moosavi & Shimazaki, Nat. Commun. 12, 1197 (2021), arXiv:2002.04309.
+    Aguilera, Igarashi & Shimazaki, Nat. Commun. 14, 3685 (2023), arXiv:2205.09886.
+"""
+
+from . import exact
+from .models import (KineticIsing, Moments, entropy_production, path_entropy_production,
+                     rao_blackwell_moments, sample, simulate_moments)
+
+__all__ = [
+    "KineticIsing", "Moments", "entropy_production", "exact", "path_entropy_production",
+    "rao_blackwell_moments", "sample", "simulate_moments",
+]
