@@ -226,6 +226,11 @@ def plefka_t1_o1(H, J, m_p, C_p, D_p, *, n_quad: int = 16, row_block: int = 64) 
 
     ``n_quad`` Gauss–Hermite nodes per dimension (``n_quad^2`` per pair for ``C``); pairs are
     evaluated in blocks of ``row_block`` rows to bound memory (``row_block * N * n_quad^2``).
+    Accuracy is set by the field spread :math:`\sqrt{\Delta}` (``tanh`` has poles at distance
+    :math:`\pi/(2\sqrt\Delta)` from the real axis): with 16 nodes the 1-D error is ~1e-13 at
+    :math:`\sqrt\Delta = 0.3`, ~1e-9 at 0.5, ~4e-5 at 1 and ~5e-3 at 2; raise ``n_quad`` for
+    strongly fluctuating fields. (The SK networks of the paper have :math:`\sqrt\Delta\approx
+    \beta\Delta J \approx 0.1`.)
     """
     dtype = J.dtype
     xq, wq = (jnp.asarray(v, dtype) for v in _hermite(n_quad))
@@ -262,7 +267,7 @@ def plefka_t1_o1(H, J, m_p, C_p, D_p, *, n_quad: int = 16, row_block: int = 64) 
 
 
 def plefka2_t_o2(H, J, m_p, C_p, D_p, *, c_reference: str = "previous") -> MFStep:
-    """Plefka2[t] order 2: pairwise reference model (equations in the module docstring).
+    r"""Plefka2[t] order 2: pairwise reference model (equations in the module docstring).
 
     ``c_reference="previous"`` (default) computes ``C`` exactly as the paper's code, conditioning
     on :math:`s_k` with the mean :math:`m_{k,t-1}`; its equal-time correlations are then exact
