@@ -221,7 +221,8 @@ def _hermite(n: int):
     return x, w / w.sum()
 
 
-def plefka_t1_o1(H, J, m_p, C_p, D_p, *, n_quad: int = 16, row_block: int = 64) -> MFStep:
+def plefka_t1_o1(H, J, m_p, C_p, D_p, *, n_quad: int = 16, row_block: int = 64,
+                 compute_C: bool = True) -> MFStep:
     r"""Plefka[t-1] order 1: Gaussian effective field (equations in the module docstring).
 
     ``n_quad`` Gauss–Hermite nodes per dimension (``n_quad^2`` per pair for ``C``); pairs are
@@ -230,7 +231,8 @@ def plefka_t1_o1(H, J, m_p, C_p, D_p, *, n_quad: int = 16, row_block: int = 64) 
     :math:`\pi/(2\sqrt\Delta)` from the real axis): with 16 nodes the 1-D error is ~1e-13 at
     :math:`\sqrt\Delta = 0.3`, ~1e-9 at 0.5, ~4e-5 at 1 and ~5e-3 at 2; raise ``n_quad`` for
     strongly fluctuating fields. (The SK networks of the paper have :math:`\sqrt\Delta\approx
-    \beta\Delta J \approx 0.1`.)
+    \beta\Delta J \approx 0.1`.) ``compute_C=False`` skips the pair integrals and returns
+    ``C = diag(1 - m^2)`` (for inverse problems that only need ``m`` and ``D``).
     """
     dtype = J.dtype
     xq, wq = (jnp.asarray(v, dtype) for v in _hermite(n_quad))
@@ -242,6 +244,8 @@ def plefka_t1_o1(H, J, m_p, C_p, D_p, *, n_quad: int = 16, row_block: int = 64) 
     m = T1 @ wq
     a = (1.0 - T1**2) @ wq
     D = a[:, None] * jnp.matmul(J, C_p, precision=_P)
+    if not compute_C:
+        return MFStep(m, jnp.diag(1.0 - m**2), D, _zero().astype(dtype))
     cov = jnp.matmul(J * a_p[None, :], J.T, precision=_P)
     inv = jnp.where(sd > 0, 1.0 / jnp.where(sd > 0, sd, 1.0), 0.0)
     rho = jnp.clip(cov * inv[:, None] * inv[None, :], -1.0, 1.0)
@@ -266,7 +270,8 @@ def plefka_t1_o1(H, J, m_p, C_p, D_p, *, n_quad: int = 16, row_block: int = 64) 
 # --- Plefka2[t] -----------------------------------------------------------------------------
 
 
-def plefka2_t_o2(H, J, m_p, C_p, D_p, *, c_reference: str = "previous") -> MFStep:
+def plefka2_t_o2(H, J, m_p, C_p, D_p, *, c_reference: str = "previous",
+                 compute_C: bool = True) -> MFStep:
     r"""Plefka2[t] order 2: pairwise reference model (equations in the module docstring).
 
     ``c_reference="previous"`` (default) computes ``C`` exactly as the paper's code, conditioning
@@ -274,6 +279,7 @@ def plefka2_t_o2(H, J, m_p, C_p, D_p, *, c_reference: str = "previous") -> MFSte
     only to first order in ``J``. ``c_reference="current"`` uses :math:`m_{k,t}` (from the D
     step) in the shift and the weights, which makes ``C`` exact to second order in ``J`` (the
     shift :math:`E[h_i\mid s_{k,t}] - E[h_i] = W^C_{ik}(s_k - m_{k,t})` to that order).
+    ``compute_C=False`` skips the C step and returns ``C = diag(1 - m^2)``.
     """
     if c_reference not in ("previous", "current"):
         raise NeurocircuitsError(
@@ -296,6 +302,8 @@ def plefka2_t_o2(H, J, m_p, C_p, D_p, *, c_reference: str = "previous") -> MFSte
     M_il = jnp.sum(pl * t, axis=0)
     D = jnp.sum(pl * sl * t, axis=0) - M_il * m_p[None, :]
     m = jnp.mean(M_il, axis=1)
+    if not compute_C:
+        return MFStep(m, jnp.diag(1.0 - m**2), D, res1)
     # C step: pairs (i, k)
     if c_reference == "current":
         mpl = m[None, None, :]

@@ -1,0 +1,458 @@
+r"""Inverse kinetic Ising problems: infer ``H`` and ``J`` from spins or from their moments.
+
+* :func:`fit_ml` — exact maximum likelihood. The log-likelihood of parallel Glauber data
+  factorises over neurons into logistic regressions,
+
+  .. math::
+
+      \mathcal L_i = \frac1S\sum_{t}\big[s_{i,t}h_{i,t} - \log 2\cosh h_{i,t}\big]
+      - \frac{\lambda_2}2\sum_jJ_{ij}^2 - \lambda_1\sum_j|J_{ij}|,
+      \qquad h_{i,t} = H_i + \sum_jJ_{ij}s_{j,t-1},
+
+  maximised for all neurons at once (a batched matrix problem). Because
+  :math:`(\log 2\cosh h)'' = 1 - \tanh^2h \le 1`, the quadratic with the input second-moment
+  matrix :math:`P = \frac1S\sum_t x_tx_t^\top` (:math:`x = (1, \mathbf s_{t-1})`) majorises the
+  negative log-likelihood of every neuron, so the preconditioned step
+  :math:`\Theta \leftarrow \Theta + \nabla\mathcal L\,(P + \lambda_2 I_J)^{-1}` never decreases
+  :math:`\mathcal L`; it is accelerated with Nesterov momentum and gradient restarts
+  (O'Donoghue & Candès 2015). With :math:`\lambda_1 > 0` the step is proximal (soft
+  thresholding) with the scalar bound :math:`\lambda_{\max}(P) + \lambda_2`. Samples are read
+  in chunks (``int8`` spins, cast per chunk), so memory is ``O(chunk N + N^2)``.
+* :func:`fit_meanfield` — moment matching with a forward mean-field method:
+  :math:`H \mathrel{+}= \eta_H(m - \hat m)`, :math:`J \mathrel{+}= \eta_J(D - \hat D)`, where
+  :math:`(\hat m, \hat D)` is the method applied to the data's moments at ``t - 1``; defaults
+  :math:`\eta_H = 0.1`, :math:`\eta_J = 1/\sqrt N`, stop when both mean squared updates are
+  below ``tol = 1e-12`` (Aguilera et al. 2021).
+* Closed forms: :func:`nmf_inverse` (:math:`J = A^{-1}DC^{-1}`, :math:`A = \mathrm{diag}(1-m^2)`),
+  :func:`tap_inverse` (Roudi & Hertz 2011) and :func:`emf_inverse` (Mézard & Sakellariou 2011).
+* :func:`reconstruct` — rescale inferred ``(H, J)`` by :math:`\beta` and predict ``m, C, D``
+  and the entropy production with a forward method.
+
+Errors are reported as mean squared errors over all entries (:func:`mse`).
+
+References:
+    Aguilera, Moosavi & Shimazaki, Nat. Commun. 12, 1197 (2021).
+    Roudi & Hertz, Phys. Rev. Lett. 106, 048702 (2011).
+    Mézard & Sakellariou, J. Stat. Mech. L07001 (2011).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .._core.errors import NeurocircuitsError, check_int, check_nonnegative, describe
+from . import meanfield as mf
+from .models import _log2cosh, entropy_production
+
+__all__ = [
+    "MLFit",
+    "MFInverseFit",
+    "ClosedFormFit",
+    "transitions",
+    "fit_ml",
+    "fit_meanfield",
+    "nmf_inverse",
+    "tap_inverse",
+    "emf_inverse",
+    "reconstruct",
+    "mse",
+]
+
+_P = "highest"
+
+
+def mse(a, b) -> float:
+    """Mean squared error over all entries."""
+    return float(jnp.mean((jnp.asarray(a) - jnp.asarray(b)) ** 2))
+
+
+# ------------------------------------------------------------------------------------------
+# exact maximum likelihood
+
+
+class MLFit(eqx.Module):
+    """Result of :func:`fit_ml`: ``H``, ``J``, iterations, ``converged`` (largest parameter
+    update of the last step below ``tol``), ``step`` (that update) and the mean
+    log-likelihood per sample and neuron-sum (``log_likelihood``)."""
+
+    H: Float[Array, " n"]
+    J: Float[Array, "n n"]
+    n_iter: Array
+    converged: Array
+    step: Array
+    log_likelihood: Array
+
+
+def transitions(spins) -> tuple[Array, Array]:
+    """``(X, Y)``: all pairs ``(s_{t-1}, s_t)`` of spins ``(T+1, N)`` or ``(R, T+1, N)`` as
+    ``(S, N)`` arrays (kept in the input dtype, e.g. ``int8``)."""
+    spins = jnp.asarray(spins)
+    if spins.ndim == 2:
+        spins = spins[None]
+    if spins.ndim != 3 or spins.shape[1] < 2:
+        raise NeurocircuitsError(
+            f"spins must have shape (T + 1, N) or (R, T + 1, N) with T >= 1, got "
+            f"{describe(spins)}."
+        )
+    n = spins.shape[-1]
+    return spins[:, :-1].reshape(-1, n), spins[:, 1:].reshape(-1, n)
+
+
+def _chunked(X, Y, chunk):
+    S, n = X.shape
+    nc = -(-S // chunk)
+    pad = nc * chunk - S
+    Xc = jnp.pad(X, ((0, pad), (0, 0))).reshape(nc, chunk, n)
+    Yc = jnp.pad(Y, ((0, pad), (0, 0))).reshape(nc, chunk, n)
+    w = (jnp.arange(nc * chunk) < S).reshape(nc, chunk)
+    return Xc, Yc, w
+
+
+def _grad_ll(theta, Xc, Yc, wc, S):
+    """Gradient (N, N+1) and mean log-likelihood of Theta = [H | J]."""
+    dtype = theta.dtype
+    H, J = theta[:, 0], theta[:, 1:]
+
+    def body(acc, xs):
+        x, y, w = xs
+        xf = x.astype(dtype)
+        h = H + jnp.matmul(xf, J.T, precision=_P)
+        wf = w.astype(dtype)[:, None]
+        r = (y.astype(dtype) - jnp.tanh(h)) * wf
+        gJ = jnp.matmul(r.T, xf, precision=_P)
+        ll = jnp.sum(wf * (y.astype(dtype) * h - _log2cosh(h)))
+        return (acc[0] + gJ, acc[1] + r.sum(0), acc[2] + ll), None
+
+    n = theta.shape[0]
+    init = (jnp.zeros((n, n), dtype), jnp.zeros((n,), dtype), jnp.zeros((), dtype))
+    (gJ, gH, ll), _ = jax.lax.scan(body, init, (Xc, Yc, wc))
+    return jnp.concatenate([gH[:, None], gJ], 1) / S, ll / S
+
+
+def _second_moment(Xc, wc, S, dtype):
+    n = Xc.shape[-1]
+
+    def body(acc, xs):
+        x, w = xs
+        xf = x.astype(dtype) * w.astype(dtype)[:, None]
+        return (acc[0] + jnp.matmul(xf.T, xf, precision=_P), acc[1] + xf.sum(0)), None
+
+    (XX, xs), _ = jax.lax.scan(body, (jnp.zeros((n, n), dtype), jnp.zeros((n,), dtype)),
+                               (Xc, wc))
+    P = jnp.zeros((n + 1, n + 1), dtype)
+    P = P.at[0, 0].set(1.0).at[0, 1:].set(xs / S).at[1:, 0].set(xs / S).at[1:, 1:].set(XX / S)
+    return P
+
+
+@functools.partial(jax.jit, static_argnames=("chunk", "max_iter"))
+def _fit_ml(X, Y, l1, l2, tol, theta0, *, chunk, max_iter):
+    dtype = theta0.dtype
+    S = X.shape[0]
+    Xc, Yc, wc = _chunked(X, Y, chunk)
+    n = X.shape[1]
+    P = _second_moment(Xc, wc, S, dtype)
+    pen = jnp.concatenate([jnp.zeros((1,), dtype), jnp.ones((n,), dtype)])
+    M = P + l2 * jnp.diag(pen)
+    use_l1 = l1 > 0
+    L = jnp.linalg.eigvalsh(M)[-1]
+    Minv = jnp.linalg.inv(M)
+
+    def grad(theta):
+        g, ll = _grad_ll(theta, Xc, Yc, wc, S)
+        g = g - l2 * theta * pen[None, :]
+        return g, ll
+
+    def update(y, g):
+        smooth = y + jnp.matmul(g, Minv, precision=_P)
+        v = y + g / L
+        thr = (l1 / L) * pen[None, :]
+        prox = jnp.sign(v) * jnp.maximum(jnp.abs(v) - thr, 0.0)
+        return jnp.where(use_l1, prox, smooth)
+
+    def cond(c):
+        theta, prev, k, t, step, ll = c
+        return (k < max_iter) & (step > tol)
+
+    def body(c):
+        theta, prev, k, t, step, ll = c
+        t_new = (1.0 + jnp.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        y = theta + ((t - 1.0) / t_new) * (theta - prev)
+        g, ll = grad(y)
+        new = update(y, g)
+        restart = jnp.sum(g * (new - theta)) < 0
+        t_new = jnp.where(restart, 1.0, t_new)
+        new = jnp.where(restart, update(theta, grad(theta)[0]), new)
+        step = jnp.max(jnp.abs(new - y))
+        return new, theta, k + 1, t_new, step, ll
+
+    init = (theta0, theta0, jnp.asarray(0), jnp.asarray(1.0, dtype), jnp.asarray(jnp.inf, dtype),
+            jnp.asarray(0.0, dtype))
+    theta, _, k, _, step, ll = jax.lax.while_loop(cond, body, init)
+    return theta, k, step, ll
+
+
+def fit_ml(spins=None, *, X=None, Y=None, l1: float = 0.0, l2: float = 0.0,
+           max_iter: int = 2000, tol: float | None = None, chunk_size: int = 65536,
+           dtype=None) -> MLFit:
+    r"""Exact maximum-likelihood ``H, J`` from spins (per-neuron logistic regressions, batched).
+
+    Args:
+        spins: ``(T+1, N)`` or ``(R, T+1, N)`` ±1 spins (``int8`` is best), or
+        X, Y: the previous and next states ``(S, N)`` (see :func:`transitions`).
+        l1, l2: penalties on ``J`` (``H`` is not penalised), per sample.
+        max_iter: iteration cap.
+        tol: stop when the largest parameter update is below ``tol`` (default ``1e-10`` in
+            float64, ``1e-5`` in float32).
+        chunk_size: samples per chunk of the gradient computation (memory).
+        dtype: compute dtype (default: float64 if x64 is on, else float32).
+    """
+    if spins is not None:
+        X, Y = transitions(spins)
+    if X is None or Y is None or jnp.shape(X) != jnp.shape(Y) or jnp.ndim(X) != 2:
+        raise NeurocircuitsError(
+            f"give spins, or X and Y of equal shape (S, N); got X {describe(X)}, Y {describe(Y)}."
+        )
+    check_nonnegative(l1, "l1")
+    check_nonnegative(l2, "l2")
+    max_iter = check_int(max_iter, "max_iter", minimum=1)
+    chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
+    dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+    if tol is None:
+        tol = 1e-10 if jnp.finfo(dtype).bits == 64 else 1e-5
+    S, n = X.shape
+    theta0 = jnp.zeros((n, n + 1), dtype)
+    theta, k, step, ll = _fit_ml(jnp.asarray(X), jnp.asarray(Y), jnp.asarray(l1, dtype),
+                                 jnp.asarray(l2, dtype), jnp.asarray(tol, dtype), theta0,
+                                 chunk=min(chunk_size, S), max_iter=max_iter)
+    return MLFit(theta[:, 0], theta[:, 1:], k, step <= tol, step, ll)
+
+
+# ------------------------------------------------------------------------------------------
+# mean-field moment matching
+
+
+class MFInverseFit(eqx.Module):
+    """Result of :func:`fit_meanfield`: ``H``, ``J``, iterations, ``converged`` and the final
+    mean squared updates ``residual_m`` = mean (m - m_hat)^2, ``residual_D``."""
+
+    H: Float[Array, " n"]
+    J: Float[Array, "n n"]
+    n_iter: Array
+    converged: Array
+    residual_m: Array
+    residual_D: Array
+
+
+def _fast(method):
+    fn = mf.get_method(method)
+    if "compute_C" in inspect.signature(fn).parameters:
+        return functools.partial(fn, compute_C=False)
+    return fn
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "max_iter"))
+def _fit_mf(fn, m, D, m_p, C_p, D_p, eta_H, eta_J, tol, H0, J0, *, max_iter):
+    def cond(c):
+        H, J, k, eh, ej = c
+        return (k < max_iter) & ((eh >= tol) | (ej >= tol))
+
+    def body(c):
+        H, J, k, _, _ = c
+        out = fn(H, J, m_p, C_p, D_p)
+        dH = m - out.m
+        dJ = D - out.D
+        # keep fields bounded (|H| <= 5), as in the reference code, against runaway updates
+        dH = jnp.where(H > 5, jnp.minimum(dH, 0.0), jnp.where(H < -5, jnp.maximum(dH, 0.0), dH))
+        return H + eta_H * dH, J + eta_J * dJ, k + 1, jnp.mean(dH**2), jnp.mean(dJ**2)
+
+    inf = jnp.asarray(jnp.inf, m.dtype)
+    return jax.lax.while_loop(cond, body, (H0, J0, jnp.asarray(0), inf, inf))
+
+
+def fit_meanfield(method, m, D, m_p, C_p, D_p=None, *, eta_H: float = 0.1,
+                  eta_J: float | None = None, tol: float = 1e-12,
+                  max_iter: int = 10000) -> MFInverseFit:
+    r"""Infer ``H, J`` by moment matching with a forward mean-field method.
+
+    Iterates :math:`H \mathrel{+}= \eta_H(m - \hat m)`, :math:`J \mathrel{+}= \eta_J(D - \hat D)`
+    with :math:`(\hat m, \hat D) =` ``method(H, J, m_p, C_p, D_p)`` from ``H = 0, J = 0``,
+    until both mean squared updates are below ``tol``.
+
+    Args:
+        method: a name in :data:`~neurocircuits.ising.meanfield.METHODS` or a method function.
+        m, D: data moments at ``t`` (``(N,)``, ``(N, N)``).
+        m_p, C_p, D_p: data moments at ``t - 1`` (``D_p`` only used by ``plefka2_t_o2``;
+            zeros if omitted).
+        eta_H, eta_J: learning rates (``eta_J`` defaults to ``1/sqrt(N)``).
+    """
+    fn = _fast(method)
+    m = jnp.asarray(m)
+    dtype = m.dtype if jnp.issubdtype(m.dtype, jnp.floating) else jnp.result_type(float)
+    m = m.astype(dtype)
+    n = m.shape[-1]
+    arrays = {"m": (m, (n,)), "D": (D, (n, n)), "m_p": (m_p, (n,)), "C_p": (C_p, (n, n))}
+    if D_p is None:
+        D_p = jnp.zeros((n, n), dtype)
+    arrays["D_p"] = (D_p, (n, n))
+    for name, (a, shape) in arrays.items():
+        if jnp.shape(a) != shape:
+            raise NeurocircuitsError(f"{name} must have shape {shape}, got {describe(a)}.")
+    max_iter = check_int(max_iter, "max_iter", minimum=1)
+    eta_J = 1.0 / np.sqrt(n) if eta_J is None else eta_J
+    cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    H, J, k, eh, ej = _fit_mf(fn, m, cast(D), cast(m_p), cast(C_p), cast(D_p), cast(eta_H),
+                              cast(eta_J), cast(tol), jnp.zeros((n,), dtype),
+                              jnp.zeros((n, n), dtype), max_iter=max_iter)
+    return MFInverseFit(H, J, k, (eh < tol) & (ej < tol), eh, ej)
+
+
+# ------------------------------------------------------------------------------------------
+# closed forms
+
+
+class ClosedFormFit(eqx.Module):
+    """Result of a closed-form inverse: ``H``, ``J``, ``converged`` and ``residual`` of any
+    self-consistent equation solved on the way (0 where none)."""
+
+    H: Float[Array, " n"]
+    J: Float[Array, "n n"]
+    converged: Array
+    residual: Array
+
+
+def _closed_inputs(m, C_p, D, m_p):
+    m = jnp.asarray(m)
+    dtype = m.dtype if jnp.issubdtype(m.dtype, jnp.floating) else jnp.result_type(float)
+    n = m.shape[0]
+    m_p = m if m_p is None else m_p
+    out = []
+    for name, a, shape in (("m", m, (n,)), ("C_p", C_p, (n, n)), ("D", D, (n, n)),
+                           ("m_p", m_p, (n,))):
+        if jnp.shape(a) != shape:
+            raise NeurocircuitsError(f"{name} must have shape {shape}, got {describe(a)}.")
+        out.append(jnp.asarray(a, dtype))
+    m, C_p, D, m_p = out
+    if bool(jnp.any(jnp.abs(m) >= 1)):
+        raise NeurocircuitsError("m must lie strictly inside (-1, 1) for a closed-form inverse.")
+    B = jnp.linalg.solve(C_p.T, D.T).T  # D C_p^{-1}
+    return m, C_p, D, m_p, B
+
+
+def nmf_inverse(m, C_p, D, m_p=None) -> ClosedFormFit:
+    r"""Naive mean-field inverse: :math:`J = A^{-1}DC_{t-1}^{-1}`, :math:`A =
+    \mathrm{diag}(1-m^2)`, :math:`H = \tanh^{-1}m - Jm_{t-1}` (``m_p = m`` at stationarity)."""
+    m, C_p, D, m_p, B = _closed_inputs(m, C_p, D, m_p)
+    J = B / (1.0 - m**2)[:, None]
+    H = jnp.arctanh(m) - J @ m_p
+    return ClosedFormFit(H, J, jnp.asarray(True), jnp.zeros((), m.dtype))
+
+
+def tap_inverse(m, C_p, D, m_p=None) -> ClosedFormFit:
+    r"""TAP inverse (Roudi & Hertz 2011).
+
+    With :math:`B = A^{-1}DC_{t-1}^{-1}`, :math:`J_{ij} = B_{ij}/(1 - F_i)` where :math:`F_i`
+    is the smallest root in :math:`[0, 1/3]` of
+    :math:`F(1-F)^2 = (1-m_i^2)\sum_jB_{ij}^2(1-m_{j,t-1}^2)`, and
+    :math:`H_i = \tanh^{-1}m_i - \sum_jJ_{ij}m_{j,t-1} + m_iV_i`,
+    :math:`V_i = \sum_jJ_{ij}^2(1-m_{j,t-1}^2)`. Rows where no root exists (right side above
+    4/27) get :math:`F = 1/3` and ``converged = False``.
+    """
+    m, C_p, D, m_p, B = _closed_inputs(m, C_p, D, m_p)
+    B = B / (1.0 - m**2)[:, None]
+    c = (1.0 - m**2) * ((B**2) @ (1.0 - m_p**2))
+    ok = c <= 4.0 / 27.0
+    c_cl = jnp.minimum(c, 4.0 / 27.0)
+    F = jnp.zeros_like(c)
+    for _ in range(100):  # Newton from 0 on f(F) = F(1-F)^2 - c, increasing on [0, 1/3]
+        f = F * (1 - F) ** 2 - c_cl
+        fp = (1 - F) * (1 - 3 * F)
+        F = jnp.clip(F - f / jnp.maximum(fp, 1e-12), 0.0, 1.0 / 3.0)
+    residual = jnp.max(jnp.abs(F * (1 - F) ** 2 - c_cl))
+    J = B / (1.0 - F)[:, None]
+    V = (J**2) @ (1.0 - m_p**2)
+    H = jnp.arctanh(m) - J @ m_p + m * V
+    return ClosedFormFit(H, J, jnp.all(ok) & (residual < 1e-6), residual)
+
+
+def emf_inverse(m, C_p, D, m_p=None, *, n_quad: int = 32, n_iter: int = 200) -> ClosedFormFit:
+    r"""Exact-mean-field inverse (Mézard & Sakellariou 2011), the inverse of Plefka[t-1] o1.
+
+    :math:`J = \mathrm{diag}(a)^{-1}DC_{t-1}^{-1}` with, per neuron, :math:`g_i` and
+    :math:`\Delta_i` solving :math:`m_i = \int Dx\tanh(g_i + x\sqrt{\Delta_i})`,
+    :math:`a_i = \int Dx[1-\tanh^2(g_i + x\sqrt{\Delta_i})]`,
+    :math:`\Delta_i = \sum_jJ_{ij}^2(1-m_{j,t-1}^2)`; then :math:`H = g - Jm_{t-1}`.
+    Solved by fixed-point iteration on :math:`\Delta` (Newton in :math:`g`).
+    """
+    m, C_p, D, m_p, B = _closed_inputs(m, C_p, D, m_p)
+    x, w = (jnp.asarray(v, m.dtype) for v in mf._hermite(n_quad))
+    b2 = (B**2) @ (1.0 - m_p**2)
+
+    def solve_g(Delta, g):
+        sd = jnp.sqrt(Delta)[:, None]
+        for _ in range(30):
+            T = jnp.tanh(g[:, None] + sd * x[None])
+            f = T @ w - m
+            a = (1 - T**2) @ w
+            g = g - f / jnp.maximum(a, 1e-12)
+        T = jnp.tanh(g[:, None] + sd * x[None])
+        return g, (1 - T**2) @ w, jnp.max(jnp.abs(T @ w - m))
+
+    def body(carry, _):
+        Delta, g = carry
+        g, a, _ = solve_g(Delta, g)
+        return (b2 / a**2, g), None
+
+    g0 = jnp.arctanh(m)
+    (Delta, g), _ = jax.lax.scan(body, (jnp.zeros_like(m), g0), None, length=n_iter)
+    g, a, res_m = solve_g(Delta, g)
+    res_D = jnp.max(jnp.abs(b2 / a**2 - Delta))
+    J = B / a[:, None]
+    H = g - J @ m_p
+    residual = jnp.maximum(res_m, res_D)
+    return ClosedFormFit(H, J, residual < 1e-6, residual)
+
+
+# ------------------------------------------------------------------------------------------
+# reconstruction
+
+
+class Reconstruction(eqx.Module):
+    """Predictions over ``betas``: time-averaged (over the last ``window`` steps) mean ``m``,
+    mean off-diagonal ``C``, mean ``D`` and the entropy production ``sigma`` (per step, from
+    :func:`~neurocircuits.ising.entropy_production` with the averaged ``D``)."""
+
+    betas: Array
+    m: Array
+    C: Array
+    D: Array
+    sigma: Array
+
+
+def reconstruct(method, H, J, betas, *, s0, n_steps: int = 128,
+                window: int | None = None) -> Reconstruction:
+    r"""Rescale inferred ``(H, J)`` by each :math:`\beta` and predict the dynamics with a
+    forward method from ``s0`` (``vmap`` over ``betas``)."""
+    n_steps = check_int(n_steps, "n_steps", minimum=1)
+    window = n_steps // 2 if window is None else check_int(window, "window", minimum=1)
+    H = jnp.asarray(H)
+    J = jnp.asarray(J, H.dtype)
+    betas = jnp.asarray(betas, H.dtype)
+    n = H.shape[0]
+    off = ~jnp.eye(n, dtype=bool)
+
+    def one(b):
+        tr = mf.run(method, b * H, b * J, s0, n_steps=n_steps)
+        Dm = tr.D[-window:].mean(0)
+        Cm = tr.C[-window:].mean(0)
+        return (tr.m[-window:].mean(), jnp.sum(jnp.where(off, Cm, 0.0)) / (n * (n - 1)),
+                Dm.mean(), entropy_production(b * J, Dm))
+
+    m, C, D, sigma = jax.lax.map(one, betas)
+    return Reconstruction(betas, m, C, D, sigma)
