@@ -9,6 +9,7 @@ from ._core.errors import (ConfigError, DivergenceError, NeurocircuitsError, Res
 from ._core.integrators import RK4, AbstractIntegrator, Euler, EulerMaruyama, ExponentialEuler, Terms
 from ._core.model import AbstractModel, AbstractSDEModel
 from ._core.record import Record, Trajectory
+from ._core.results import RunStore, open_run
 from ._core.simulate import Batch, simulate
 
 __version__ = "0.1.0"
@@ -17,5 +18,5 @@ __all__ = [
     "AbstractCoupling", "AbstractIntegrator", "AbstractModel", "AbstractSDEModel", "Batch",
     "ConfigError", "Dense", "DivergenceError", "Euler", "EulerMaruyama", "ExponentialEuler",
     "GaussianPlusMean", "NeurocircuitsError", "RK4", "Record", "ResumeError", "Terms",
-    "Trajectory", "rate", "simulate",
+    "RunStore", "Trajectory", "open_run", "rate", "simulate",
 ]

@@ -15,10 +15,19 @@ import tomllib
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from ._core.errors import ConfigError, NeurocircuitsError
+
+
+def _kind(err: BaseException) -> str | None:
+    """Classify click/typer exceptions by name: typer vendors click in recent versions and uses
+    the click package in older ones, so the classes differ between installations."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    for kind in ("UsageError", "Exit", "Abort"):
+        if kind in names:
+            return kind
+    return None
 
 app = typer.Typer(
     name="neurocircuits",
@@ -224,7 +233,7 @@ def info():
     for k, v in environment().items():
         typer.echo(f"{k:>14}: {v}")
     typer.echo(f"{'devices':>14}: {', '.join(str(d) for d in jax.devices())}")
-    typer.echo(f"{'matmul prec.':>14}: {jax.config.read('jax_default_matmul_precision') or 'default'}"
+    typer.echo(f"{'matmul prec.':>14}: {jax.config.jax_default_matmul_precision or 'default'}"
                " (library couplings default to 'highest' = float32)")
 
 
@@ -238,14 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, NeurocircuitsError) as err:
         typer.echo(f"error: {err}", err=True)
         return 2
-    except click.exceptions.UsageError as err:
-        typer.echo(f"error: {err.format_message()}", err=True)
-        return 2
-    except click.exceptions.Exit as err:
-        return err.exit_code
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        return 130
+    except Exception as err:
+        kind = _kind(err)
+        if kind == "UsageError":
+            typer.echo(f"error: {err.format_message()}", err=True)
+            return 2
+        if kind == "Exit":
+            return int(getattr(err, "exit_code", getattr(err, "code", 1)) or 0)
+        if kind == "Abort":
+            typer.echo("aborted", err=True)
+            return 130
+        raise
     return 0
 
 

@@ -195,7 +195,8 @@ def dataset_to_zarr(ds, path: str | os.PathLike) -> None:
     path = Path(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
-        ds.to_zarr(tmp / "data", mode="w", consolidated=False)
+        # Zarr format 2 with consolidated metadata: readable by every xarray/zarr version
+        ds.to_zarr(tmp / "data", mode="w", consolidated=True, zarr_format=2)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp / "data", path)

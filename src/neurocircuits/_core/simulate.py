@@ -128,10 +128,23 @@ def _make_chunk_fn(step_fn: Callable, record: Record, inputs_is_fn: bool, checkp
             t_obs = t0 + (step0 + (r + 1) * every).astype(dt.dtype) * dt
             return carry, (t_obs, record.observe(carry[0], t_obs))
 
-        (state, bad), (ts, ys) = jax.lax.scan(one_record, (state, bad), jnp.arange(n_rec, dtype=jnp.int32))
+        if record.fn is _no_observation:
+            (state, bad), _ = jax.lax.scan(one_step, (state, bad),
+                                           jnp.arange(n_rec, dtype=jnp.int32))
+            return state, bad, jnp.zeros((0,), dt.dtype), ()
+        (state, bad), (ts, ys) = jax.lax.scan(one_record, (state, bad),
+                                              jnp.arange(n_rec, dtype=jnp.int32))
         return state, bad, ts, ys
 
     return chunk
+
+
+def _no_observation(state, t):
+    return ()
+
+
+#: ``record=None``: no observations, one flat scan over steps (no nested observation loop)
+_FINAL_STATE_ONLY = Record(every=1, fn=_no_observation)
 
 
 def _model_step(model, state, t, dt, key, inputs):
@@ -276,7 +289,7 @@ def simulate(
             that results never depend on hidden state.
         inputs: ``None``, a function ``t -> pytree``, or a pytree of arrays ``(n_steps, ...)``.
         record: which observables to keep (:class:`Record`); ``None`` keeps only the final
-            state.
+            state (the fastest loop: no observations).
         t0: start time in ms.
         chunk_steps: steps per compiled chunk (a multiple of ``record.every``); the default keeps
             a chunk's recordings under 64 MiB.
@@ -306,7 +319,7 @@ def simulate(
         >>> traj = nc.simulate(net, net.initial_state(jax.random.key(1)), dt=1.0, n_steps=500,
         ...                    key=jax.random.key(2), record=nc.Record(every=10))
     """
-    record = Record() if record is None else record
+    record = _FINAL_STATE_ONLY if record is None else record
     if not isinstance(record, Record):
         raise NeurocircuitsError(f"record must be a neurocircuits.Record, got {describe(record)}.")
     if not isinstance(model, AbstractModel):
@@ -419,6 +432,8 @@ def simulate(
         ts_all = np.concatenate(ts_parts) if ts_parts else np.zeros((0,))
         ys_all = jax.tree.map(lambda *xs: np.concatenate(xs, axis=axis), *ys_parts) \
             if ys_parts else None
+    if record.fn is _no_observation:
+        ys_all = None
     return Trajectory(jnp.asarray(ts_all), ys_all, state, bad, record, batch is not None)
 
 

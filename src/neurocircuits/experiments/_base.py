@@ -212,7 +212,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "device": f"{devices[0].platform}: {devices[0].device_kind}",
         "n_devices": len(devices),
-        "x64": bool(jax.config.read("jax_enable_x64")),
+        "x64": bool(jax.config.jax_enable_x64),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 

@@ -29,11 +29,11 @@ from ._base import Context, Experiment, Result, param
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    n: int = param(8000, quick=1000, low=10, high=200_000, help="number of units N")
+    n: int = param(8000, quick=2000, low=10, high=200_000, help="number of units N")
     g_values: tuple[float, ...] = param(
         (0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0),
         low=0.0, high=10.0, help="gains g of the random coupling")
-    n_seeds: int = param(6, quick=2, low=1, high=64, help="network realisations per g")
+    n_seeds: int = param(6, quick=3, low=1, high=64, help="network realisations per g")
     tau: float = param(10.0, low=1e-3, unit="ms", help="time constant")
     dt: float = param(1.0, low=1e-4, unit="ms", help="integration step")
     t_transient: float = param(2000.0, quick=1000.0, low=0.0, unit="ms",
@@ -41,8 +41,9 @@ class Config:
     t_measure: float = param(10000.0, quick=2000.0, low=10.0, unit="ms", help="measured time")
     record_every: int = param(2, low=1, help="steps between recorded samples")
     n_recorded: int = param(500, quick=200, low=1, help="units whose traces give Delta(tau)")
-    max_lag: float = param(100.0, low=1.0, unit="ms", help="longest lag of the autocorrelation")
+    max_lag: float = param(400.0, quick=100.0, low=1.0, unit="ms", help="longest lag of the autocorrelation")
     onset_threshold: float = param(0.02, low=0.0, help="Delta0 above which chaos has set in")
+    chunk_steps: int = param(1000, low=1, help="steps per chunk (progress, checkpoints)")
 
     def check(self):
         from .._core.errors import ConfigError
@@ -66,6 +67,8 @@ def _autocorrelation(traces: np.ndarray, n_lags: int) -> np.ndarray:
 
 def _half_time(lags: np.ndarray, corr: np.ndarray) -> float:
     """First lag where the normalised autocorrelation falls to 1/2 (linear interpolation)."""
+    if not corr[0] > 0:
+        return float("nan")
     c = corr / corr[0]
     below = np.nonzero(c <= 0.5)[0]
     if below.size == 0 or below[0] == 0:
@@ -110,7 +113,8 @@ def simulate_sweep(config: Config, key: jax.Array, ctx: Context | None = None):
         store = ctx.store(f"seed{seed}") if ctx is not None else None
         traj = simulate(nets, u0, dt=config.dt, n_steps=n_steps, key=jax.random.split(
             k_run, len(gs)), record=record, batch=Batch(model=lambda m: m.coupling.g),
-            store=store, progress=None if ctx is None else ctx.progress)
+            store=store, progress=None if ctx is None else ctx.progress,
+            chunk_steps=max(every, config.chunk_steps // every * every))
         msq = np.asarray(traj.ys["msq"])[:, skip:]
         delta0[:, seed] = msq.mean(axis=1)
         traces = np.asarray(traj.ys["u"])[:, skip:]
@@ -133,7 +137,8 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     theory = [dmft_solve(float(g), tanh, lags=lag_units) for g in gs]
     d0_th = np.array([r.delta0 for r in theory])
     acf_th = np.stack([np.asarray(r.delta) for r in theory])
-    tau_sim = np.array([_half_time(lags, c) for c in acf_sim])
+    tau_sim = np.array([_half_time(lags, c) if d > config.onset_threshold else np.nan
+                        for c, d in zip(acf_sim, d0_sim)])
     tau_th = np.array([r.autocorrelation_time * config.tau if d0 > 1e-9 else np.nan
                        for r, d0 in zip(theory, d0_th)])
     g_fine = np.linspace(min(gs.min(), 0.5), gs.max(), 101)
