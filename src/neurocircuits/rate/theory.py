@@ -81,6 +81,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.polynomial import Chebyshev
 from numpy.polynomial.legendre import leggauss
+from numpy.typing import ArrayLike
 from scipy import interpolate, optimize
 
 from .._core.errors import NeurocircuitsError, describe
@@ -173,7 +174,7 @@ class DMFTResult:
             return np.ones_like(self.delta)
         return (self.delta - self.delta_inf) / gap
 
-    def correlation(self, delta=None) -> np.ndarray:
+    def correlation(self, delta: ArrayLike | None = None) -> np.ndarray:
         r"""The rate autocorrelation :math:`C(\Delta;\Delta_0) = \mathbb E[\phi(u_1)\phi(u_2)]`.
 
         Args:
@@ -610,7 +611,7 @@ def dmft_solve(
     *,
     mu: float = 0.0,
     sigma: float = 0.0,
-    lags=None,
+    lags: ArrayLike | None = None,
     max_lag: float = 20.0,
     n_lags: int = 401,
 ) -> DMFTResult:
@@ -667,13 +668,12 @@ def _solve(wrapped: _Phi, phi, g, mu, sigma, lags) -> DMFTResult:
     common = dict(g=g, mu=mu, sigma=sigma, tau=1.0, time_unit="tau", lags=lags, phi=phi)
 
     def static(d0, converged):
-        kind = "zero" if d0 == 0.0 else "static"
         res = abs(g * g * _expect(lambda u: wrapped(u) ** 2, mu, d0) - d0)
         return DMFTResult(
             delta0=d0, delta_inf=d0, delta=np.full(lags.shape, d0),
-            mean_rate=_expect(wrapped, mu, d0), kind=kind, converged=bool(converged and res
-                                                                          <= 1e-9 * max(1.0, d0)),
-            residual=float(res), autocorrelation_time=math.nan, decay_rate=math.nan, **common,
+            mean_rate=_expect(wrapped, mu, d0), kind="zero" if d0 == 0.0 else "static",
+            converged=bool(converged and res <= 1e-9 * max(1.0, d0)), residual=float(res),
+            autocorrelation_time=math.nan, decay_rate=math.nan, **common,
         )
 
     d_static = None
@@ -703,7 +703,8 @@ def _solve(wrapped: _Phi, phi, g, mu, sigma, lags) -> DMFTResult:
     )
 
 
-def dmft(model: RateNetwork, *, mu=None, lags=None, max_lag=None, n_lags: int = 401,
+def dmft(model: RateNetwork, *, mu: float | None = None, lags: ArrayLike | None = None,
+         max_lag: float | None = None, n_lags: int = 401,
          ignore_mean_part: bool = False) -> DMFTResult:
     r"""The DMFT of a :class:`~neurocircuits.rate.RateNetwork` with a
     :class:`~neurocircuits.GaussianPlusMean` coupling, in the model's units (ms).
@@ -788,8 +789,9 @@ def dmft(model: RateNetwork, *, mu=None, lags=None, max_lag=None, n_lags: int = 
     )
 
 
-def delta0_curve(gs, phi: Callable = tanh, *, mu: float = 0.0, sigma: float = 0.0,
-                 lags=None, max_lag: float = 20.0, n_lags: int = 201) -> DMFTCurve:
+def delta0_curve(gs: ArrayLike, phi: Callable = tanh, *, mu: float = 0.0, sigma: float = 0.0,
+                 lags: ArrayLike | None = None, max_lag: float = 20.0,
+                 n_lags: int = 201) -> DMFTCurve:
     r"""Solve :func:`dmft_solve` over a sweep of ``g`` (e.g. the SCS transition, ``g`` in
     [0.5, 3]); times in units of :math:`\tau`.
 
