@@ -6,11 +6,13 @@ References:
     Aguilera, Igarashi & Shimazaki, Nat. Commun. 14, 3685 (2023), arXiv:2205.09886.
 """
 
-from . import exact
+from . import exact, inverse, meanfield, sk_theory
 from .models import (KineticIsing, Moments, entropy_production, path_entropy_production,
-                     rao_blackwell_moments, sample, simulate_moments)
+                     population_observables, rao_blackwell_moments, sample,
+                     simulate_moments)
 
 __all__ = [
-    "KineticIsing", "Moments", "entropy_production", "exact", "path_entropy_production",
-    "rao_blackwell_moments", "sample", "simulate_moments",
+    "KineticIsing", "Moments", "entropy_production", "exact", "inverse", "meanfield",
+    "path_entropy_production", "population_observables", "rao_blackwell_moments", "sample",
+    "simulate_moments", "sk_theory",
 ]

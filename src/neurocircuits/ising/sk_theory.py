@@ -349,7 +349,7 @@ def critical_beta(J0=1.0, dJ=0.1, *, beta_max: float = 1e4) -> float:
     x, w = _gh(200)
 
     def f(b):
-        return b * J0 * np.sum(w / np.cosh(b * dJ * x) ** 2) - 1.0
+        return b * J0 * np.sum(w * (1.0 - np.tanh(b * dJ * x) ** 2)) - 1.0
 
     hi = 1.0 / J0
     while f(hi) < 0:
