@@ -1,4 +1,4 @@
-"""Inverse problems: ML recovers planted parameters; mean-field inverses invert their forward maps."""
+"""Inverse problems: ML recovers planted parameters; mean-field inverses invert forward maps."""
 
 import jax
 import jax.numpy as jnp

@@ -67,7 +67,7 @@ def test_order_in_small_coupling(setup, name):
                          np.abs(np.asarray(out.C) - ex.C[1]).max(),
                          np.abs(np.asarray(out.D) - ex.D[1]).max()])
     slopes = np.log2(np.array(errs[0]) / np.array(errs[1]))
-    for q, slope, order in zip("mCD", slopes, ORDERS[name]):
+    for q, slope, order in zip("mCD", slopes, ORDERS[name], strict=True):
         assert slope > order - 0.45, (q, slope, order)
         assert slope < order + 0.9, (q, slope, order)  # not better than claimed: tests bite
 
@@ -97,8 +97,8 @@ def test_solve_theta_matches_brentq():
     with jax.enable_x64(True):
         th, res = mf.solve_theta(jnp.asarray(h), jnp.asarray(V))
     assert float(res) < 1e-10
-    for hi, Vi, ti in zip(h, V, np.asarray(th)):
-        ref = optimize.brentq(lambda x: x - hi + Vi * np.tanh(x), hi - abs(Vi) - 1,
+    for hi, Vi, ti in zip(h, V, np.asarray(th), strict=True):
+        ref = optimize.brentq(lambda x, hi=hi, Vi=Vi: x - hi + Vi * np.tanh(x), hi - abs(Vi) - 1,
                               hi + abs(Vi) + 1, xtol=1e-14)
         assert abs(ti - ref) < 1e-9
 

@@ -7,9 +7,15 @@ import pytest
 from scipy import stats
 
 from neurocircuits import NeurocircuitsError
-from neurocircuits.ising import (KineticIsing, entropy_production, exact,
-                                 path_entropy_production, rao_blackwell_moments, sample,
-                                 simulate_moments)
+from neurocircuits.ising import (
+    KineticIsing,
+    entropy_production,
+    exact,
+    path_entropy_production,
+    rao_blackwell_moments,
+    sample,
+    simulate_moments,
+)
 
 N, T, R = 5, 4, 20_000
 

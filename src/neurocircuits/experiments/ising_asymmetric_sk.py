@@ -185,7 +185,7 @@ def _figures(config, betas, beta_t, mean, sem, th, beta_grid, dJ_grid, H0_grid, 
                                    ("heatmap_H0_beta", H0_grid, pd_H0,
                                     rf"$H_0$ ($\Delta J$ = {config.dJ})")):
         fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
-        for ax, k in zip(axes, ("m", "q", "sigma", "S")):
+        for ax, k in zip(axes, ("m", "q", "sigma", "S"), strict=False):
             im = ax.pcolormesh(beta_grid, grid, pd[k], shading="auto", cmap="viridis")
             fig.colorbar(im, ax=ax)
             ax.set_xlabel(r"$\beta$")

@@ -26,10 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..ising import KineticIsing, entropy_production, sample, simulate_moments
+from ..ising import KineticIsing, entropy_production, sample, simulate_moments, sk_theory
 from ..ising import inverse as inv
 from ..ising import meanfield as mf
-from ..ising import sk_theory
 from ._base import Context, Experiment, Result, param
 
 METHOD_NAMES = tuple(mf.METHODS)
@@ -247,7 +246,7 @@ def _figures(methods, betas_rel, eps, mean_traj, inv_err, sigma_mc, recon, t_ste
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for key, (m, C, D) in mean_traj.items():
         style = dict(color="k", lw=2) if key == "MC" else {}
-        for ax, y in zip(axes, (m, C, D)):
+        for ax, y in zip(axes, (m, C, D), strict=False):
             ax.plot(np.arange(len(y)), y, label=labels.get(key, key), **style)
     for ax, name in zip(axes, ("mean m", "mean C (off-diag)", "mean D")):
         ax.set_xlabel("t")
@@ -261,7 +260,7 @@ def _figures(methods, betas_rel, eps, mean_traj, inv_err, sigma_mc, recon, t_ste
     names = list(inv_err)
     axes[0].bar(range(len(names)), [inv_err[k][0] for k in names])
     axes[1].bar(range(len(names)), [inv_err[k][1] for k in names])
-    for ax, t in zip(axes[:2], (r"$\epsilon_H$", r"$\epsilon_J$")):
+    for ax, t in zip(axes[:2], (r"$\epsilon_H$", r"$\epsilon_J$"), strict=False):
         ax.set_xticks(range(len(names)), [labels.get(k, k) for k in names], rotation=60,
                       fontsize=7)
         ax.set_yscale("log")

@@ -7,9 +7,16 @@ References:
 """
 
 from . import exact, inverse, meanfield, sk_theory
-from .models import (KineticIsing, Moments, entropy_production, path_entropy_production,
-                     population_observables, rao_blackwell_moments, sample,
-                     simulate_moments)
+from .models import (
+                     KineticIsing,
+                     Moments,
+                     entropy_production,
+                     path_entropy_production,
+                     population_observables,
+                     rao_blackwell_moments,
+                     sample,
+                     simulate_moments,
+)
 
 __all__ = [
     "KineticIsing", "Moments", "entropy_production", "exact", "inverse", "meanfield",

@@ -454,5 +454,5 @@ def reconstruct(method, H, J, betas, *, s0, n_steps: int = 128,
         Cm = tr.C[-window:].mean(0)
         out.append((tr.m[-window:].mean(), jnp.sum(jnp.where(off, Cm, 0.0)) / (n * (n - 1)),
                     Dm.mean(), entropy_production(b * J, Dm)))
-    m, C, D, sigma = (jnp.stack(v) for v in zip(*out))
+    m, C, D, sigma = (jnp.stack(v) for v in zip(*out, strict=False))
     return Reconstruction(betas, m, C, D, sigma)

@@ -10,7 +10,8 @@ the self-consistent equations the method solves (0 for explicit methods). :func:
 a method over ``T`` steps with ``lax.scan`` from ``m = s_0``, ``C = diag(1 - m^2)``, ``D = 0``.
 In every method the diagonal is set to :math:`C_{ii} = 1 - m_i^2` after the off-diagonals.
 
-With :math:`\mathbf h^{\rm eff} = \mathbf H + J\mathbf m_{t-1}` and :math:`A = \mathrm{diag}(1-m^2)`:
+With :math:`\mathbf h^{\rm eff} = \mathbf H + J\mathbf m_{t-1}` and
+:math:`A = \mathrm{diag}(1-m^2)`:
 
 * ``nmf`` — Plefka[t-1,t], order 1 (naive mean field):
   :math:`m_i = \tanh h^{\rm eff}_i`, :math:`C = A`,

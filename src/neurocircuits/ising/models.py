@@ -335,7 +335,7 @@ def simulate_moments(model: KineticIsing, s0, *, n_steps: int, n_trajectories: i
     return _finish(*total, n_trajectories)
 
 
-def entropy_production(J: Float[Array, "n n"], D: Float[Array, "... n n"]) -> Float[Array, "..."]:
+def entropy_production(J: Float[Array, "n n"], D: Float[Array, "... n n"]) -> Float[Array, ...]:
     r"""Stationary entropy production per step :math:`\sigma = \sum_{ij}(J_{ij}-J_{ji})D_{ij}`.
 
     Exact for parallel Glauber dynamics at stationarity (the :math:`\log 2\cosh` terms of the

@@ -12,7 +12,8 @@ the average over ``H`` and :math:`Dz` the standard Gaussian measure:
 
     q_t = \frac1N\sum_i\langle s_{i,t}s_{i,t-1}\rangle
         = \Big\langle\int Dx\,Dy\,\tanh(\beta H + \beta J_0m_{t-1} + \beta\Delta J x)\,
-          \tanh\big(\beta H + \beta J_0m_{t-2} + \beta\Delta J(q_{t-1}x + \sqrt{1-q_{t-1}^2}\,y)\big)
+          \tanh\big(\beta H + \beta J_0m_{t-2}
+          + \beta\Delta J(q_{t-1}x + \sqrt{1-q_{t-1}^2}\,y)\big)
           \Big\rangle_H
 
 (the fields at ``t`` and ``t-1`` have correlation :math:`q_{t-1}`). At stationarity, with
@@ -152,7 +153,7 @@ _SMALL = 1e-6
 
 
 def _avg_H(f_closed, f_point, a, u):
-    """Average over H ~ U(-H0, H0) of f(a + beta H) using the antiderivative when u = beta H0 > 0."""
+    """Average over H ~ U(-H0, H0) of f(a + beta H); closed form when u = beta H0 > 0."""
     u = np.broadcast_to(u, np.broadcast_shapes(np.shape(a), np.shape(u)))
     safe = np.where(u > _SMALL, u, 1.0)
     closed = (f_closed(a + safe) - f_closed(a - safe)) / (2 * safe)
