@@ -68,16 +68,16 @@ def test_ei_signs_fractions_and_balance():
 
 
 def test_ei_critical_mean_part_has_no_outlier():
-    n, J0 = 200, 1.3
-    c = ei(key(1), n, f=0.8, J0=J0, g=2.0)
+    c = COUPLINGS["ei"]  # ei(key(12), 60, J0=1.0, g=2.0): critical balance, p = 1
     assert isinstance(c, GaussianPlusMean) and c.mask is None
-    np.testing.assert_array_equal(np.asarray(c.signs), np.asarray(ei_signs(n, 0.8)))
+    np.testing.assert_array_equal(np.asarray(c.signs), np.asarray(ei_signs(60, 0.8)))
     m = _mean_only(c)
     norm = np.linalg.norm(m)
     assert np.abs(m.sum(axis=1)).max() < 1e-6 * norm  # sum_j s_j = 0 in every row
     assert np.abs(np.linalg.eigvals(m)).max() < 1e-4 * norm  # nilpotent rank one
     # inhibition-dominated: one outlier at (J0 / sqrt N) sum_j s_j < 0
-    c = ei(key(1), n, f=0.8, J0=J0, balance=1.5)
+    n, J0 = 60, 1.3
+    c = ei(key(12), n, f=0.8, J0=J0, balance=1.5)
     s = np.asarray(c.signs, np.float64)
     eig = np.linalg.eigvals(_mean_only(c))
     lead = eig[np.argmax(np.abs(eig))]
@@ -86,10 +86,9 @@ def test_ei_critical_mean_part_has_no_outlier():
 
 
 def test_ei_random_part_and_mask_density():
-    n, p = 300, 0.2
-    c = ei(key(2), n, f=0.8, J0=1.0, g=1.0, p=p)
+    c, n, p = COUPLINGS["ei_sparse"], 60, 0.3
     z = np.asarray(c.z, np.float64)
-    assert z.var() * n == pytest.approx(1.0, rel=0.02)
+    assert z.var() * n == pytest.approx(1.0, rel=5 * np.sqrt(2 / z.size))
     mask = np.asarray(c.mask)
     assert set(np.unique(mask)) <= {0.0, 1.0}
     se = np.sqrt(p * (1 - p) / mask.size)
@@ -97,28 +96,28 @@ def test_ei_random_part_and_mask_density():
 
 
 def test_ei_dale_respects_signs():
-    n, p, J0 = 200, 0.1, 2.0
-    plain = ei(key(3), n, J0=J0, p=p)
-    c = ei(key(3), n, J0=J0, p=p, dale=True)
+    n, p, J0 = 60, 0.3, 1.0
+    c = ei(key(12), n, J0=J0, p=p, dale=True)
     assert isinstance(c, Dense)
     J = np.asarray(c.matrix)
     s = np.asarray(ei_signs(n, 0.8))
     assert np.all(J[:, s > 0] >= 0) and np.all(J[:, s < 0] <= 0)
-    # the mask (same key) carries the randomness: |J_ij| = |s_j| J0 / sqrt(N p) where c_ij = 1
-    mask = np.asarray(plain.mask)
+    # the mask (same key as COUPLINGS["ei_sparse"]) carries the randomness:
+    # |J_ij| = |s_j| J0 / sqrt(N p) where c_ij = 1
+    mask = np.asarray(COUPLINGS["ei_sparse"].mask)
     np.testing.assert_array_equal(J != 0, mask != 0)
     expected = np.abs(s)[None, :] * J0 / np.sqrt(n * p) * mask
     np.testing.assert_allclose(np.abs(J), expected, rtol=1e-6)
     # with g > 0 the magnitudes vary, the signs still do not flip
-    J = np.asarray(ei(key(3), n, J0=0.5, g=2.0, p=p, dale=True).matrix)
+    J = np.asarray(COUPLINGS["ei_dale"].matrix)
     assert np.all(J[:, s > 0] >= 0) and np.all(J[:, s < 0] <= 0)
     assert len(np.unique(np.abs(J[J != 0]))) > 100
 
 
 def test_modular_structure_and_critical_balance():
-    sizes = (30, 50, 40)
+    sizes = (20, 25, 15)
     n = sum(sizes)
-    c = modular(key(4), sizes, J0_in=2.0, J0_out=0.5, g=1.0, g_in=1.0, g_out=0.25)
+    c = COUPLINGS["modular_blocks"]  # J0_in=2.0, J0_out=0.5, g_in=2.0, g_out=0.3
     assert isinstance(c, BlockMeanPlusGaussian) and c.n_modules == 3
     lab = np.asarray(c.module_labels)
     np.testing.assert_array_equal(np.bincount(lab), sizes)
@@ -137,8 +136,8 @@ def test_modular_structure_and_critical_balance():
     # block-scaled random part: std g_in / sqrt(N) within, g_out / sqrt(N) between modules
     rand = np.asarray(c.to_dense(), np.float64) - m
     same = lab[:, None] == lab[None, :]
-    assert rand[same].std() * np.sqrt(n) == pytest.approx(1.0, rel=0.05)
-    assert rand[~same].std() * np.sqrt(n) == pytest.approx(0.25, rel=0.05)
+    for sel, gain in ((same, 2.0), (~same, 0.3)):  # rel. s.e. of a std: 1 / sqrt(2 n)
+        assert rand[sel].std() * np.sqrt(n) == pytest.approx(gain, rel=4 / np.sqrt(2 * sel.sum()))
     # module fields and order parameters
     r = np.asarray(jax.random.uniform(key(5), (n,)), np.float64)
     Jbar = np.stack([m[lab == a][0] for a in range(3)])  # rows of one module are equal
@@ -147,7 +146,7 @@ def test_modular_structure_and_critical_balance():
     np.testing.assert_allclose(np.asarray(c.module_mean(jnp.asarray(r, jnp.float32))),
                                [r[lab == a].mean() for a in range(3)], rtol=1e-5)
     # g = 0 stores no random matrix
-    assert modular(key(4), sizes, J0_in=1.0, J0_out=0.0, g=0.0).z is None
+    assert COUPLINGS["modular_mean_only"].z is None
 
 
 # ------------------------------------------------------------------ coupling(r) == J @ r
@@ -288,11 +287,11 @@ def test_csr_by_pre():
 
 
 # ----------------------------------------------------------------------- keys, transforms
-BUILDERS = {
-    "gaussian": lambda kk: gaussian(kk, 30).z,
-    "ei": lambda kk: ei(kk, 30, g=1.0, p=0.5).to_dense(),
-    "ei_dale": lambda kk: ei(kk, 30, p=0.5, dale=True).matrix,
-    "modular": lambda kk: modular(kk, (10, 20), J0_in=1.0, J0_out=0.2).z,
+BUILDERS = {  # sizes shared with COUPLINGS (fewer compilations)
+    "gaussian": lambda kk: gaussian(kk, 60).z,
+    "ei": lambda kk: ei(kk, 60, g=1.0, p=0.3).to_dense(),
+    "ei_dale": lambda kk: ei(kk, 60, p=0.3, dale=True).matrix,
+    "modular": lambda kk: modular(kk, (20, 25, 15), J0_in=1.0, J0_out=0.2).z,
     "fixed_in_degree": lambda kk: fixed_in_degree(kk, 60, 60, 7, allow_autapses=False).indices,
 }
 
@@ -306,25 +305,33 @@ def test_same_key_same_result_different_key_different(name):
 
 
 def test_builders_under_jit_and_vmap():
+    """Builders run inside one jitted program: vmapped over keys (static sizes) and with traced
+    strengths (J0, g, balance sweep without rebuilding on the host); results match eager."""
     keys = jax.random.split(key(42), 3)
+    r = jnp.linspace(0.0, 1.0, 60)
+
     def build(kk):
         return fixed_in_degree(kk, 60, 60, 7, allow_autapses=False).indices
 
-    jitted = jax.jit(build)
-    stacked = np.asarray(jax.vmap(build)(keys))
+    @jax.jit
+    def program(keys, J0, g, balance, J0_ins):
+        return (
+            jax.vmap(build)(keys),
+            jax.vmap(lambda kk: gaussian(kk, 60).z)(keys),
+            ei(key(12), 60, J0=J0, g=g, p=0.3, balance=balance)(r),
+            jax.vmap(lambda a: modular(key(13), (20, 40), J0_in=a, J0_out=0.5, g=0.0)(r))(J0_ins),
+        )
+
+    idx, zs, ei_out, mod_out = program(keys, 1.0, 2.0, 1.4, jnp.array([1.0, 3.0]))
     for i in range(3):
-        eager = np.asarray(build(keys[i]))
-        np.testing.assert_array_equal(stacked[i], eager)
-        np.testing.assert_array_equal(np.asarray(jitted(keys[i])), eager)
-    zs = jax.vmap(lambda kk: gaussian(kk, 20).z)(keys)
-    np.testing.assert_array_equal(np.asarray(zs[1]), np.asarray(gaussian(keys[1], 20).z))
-    # strengths stay sweepable: traced J0, g (sizes static)
-    r = jnp.linspace(0.0, 1.0, 40)
-    f = jax.jit(lambda J0, g: ei(key(43), 40, J0=J0, g=g, p=0.5)(r))
-    np.testing.assert_allclose(np.asarray(f(1.0, 2.0)),
-                               np.asarray(ei(key(43), 40, J0=1.0, g=2.0, p=0.5)(r)), rtol=1e-5)
-    sweep = jax.vmap(lambda J0: modular(key(44), (10, 10), J0_in=J0, J0_out=0.0, g=0.0)(r[:20]))
-    assert sweep(jnp.array([0.0, 1.0, 2.0])).shape == (3, 20)
+        np.testing.assert_array_equal(np.asarray(idx[i]), np.asarray(build(keys[i])))
+        np.testing.assert_allclose(np.asarray(zs[i]), np.asarray(gaussian(keys[i], 60).z),
+                                   rtol=1e-6)  # same draws; jit may fuse the 1/sqrt(n)
+    np.testing.assert_allclose(np.asarray(ei_out), np.asarray(COUPLINGS["ei_sparse"](r)),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(mod_out[0]),
+                               np.asarray(COUPLINGS["modular_mean_only"](r)), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(mod_out[0]), np.asarray(mod_out[1]))
 
 
 # --------------------------------------------------------------------------- bad input

@@ -7,7 +7,6 @@ import pytest
 
 from neurocircuits import RK4, Euler, EulerMaruyama, ExponentialEuler, Terms
 from neurocircuits._core.integrators import gaussian_increments
-
 from tolerances import TOL
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .errors import NeurocircuitsError, check_int, check_positive, describe
+from .sharding import gather_neurons
 
 __all__ = [
     "AbstractCoupling",
@@ -93,6 +94,7 @@ class Dense(AbstractCoupling):
         return self.matrix.shape[1]
 
     def __call__(self, r):
+        r = gather_neurons(r)  # all-gather when neurons are sharded
         return jnp.matmul(self.matrix, r, precision=self.precision)
 
     def to_dense(self):
@@ -160,6 +162,7 @@ class GaussianPlusMean(AbstractCoupling):
         return self.z.shape[1]
 
     def __call__(self, r):
+        r = gather_neurons(r)  # all-gather when neurons are sharded
         out = self.g * jnp.matmul(self.z, r, precision=self.precision)
         if self.signs is None:
             return out
@@ -318,6 +321,7 @@ def gaussian(key: jax.Array, n_post: int, n_pre: int | None = None, *, g: Any = 
     """
     n_post = check_int(n_post, "n_post", minimum=1)
     n_pre = n_post if n_pre is None else check_int(n_pre, "n_pre", minimum=1)
+    _check_interval(g, "g", 0.0, float("inf"), low_open=False, high_open=True)
     z = jax.random.normal(key, (n_post, n_pre), dtype) / jnp.sqrt(jnp.asarray(n_pre, dtype))
     return GaussianPlusMean(z, g, 0.0, precision=precision)
 
@@ -496,6 +500,7 @@ class BlockMeanPlusGaussian(AbstractCoupling):
         return sums / counts
 
     def __call__(self, r):
+        r = gather_neurons(r)  # all-gather when neurons are sharded
         out = self.mean_field(r)[self.module_labels]
         if self.z is None:
             return out
@@ -613,7 +618,7 @@ class SparseFixedInDegree(AbstractCoupling):
     """
 
     indices: Int[Array, "n_post k"]
-    weights: Float[Array, "..."]
+    weights: Float[Array, ...]
     num_pre: int = eqx.field(static=True)
 
     def __init__(self, indices, weights, num_pre: int):
@@ -657,6 +662,7 @@ class SparseFixedInDegree(AbstractCoupling):
         return self.indices.shape[1]
 
     def __call__(self, r):
+        r = gather_neurons(r)  # all-gather when neurons are sharded
         w = self.weights
         if w.ndim == 0:
             return w * jnp.sum(r[self.indices], axis=-1)

@@ -23,6 +23,8 @@ import numpy as np
 from .errors import DivergenceError, NeurocircuitsError, describe
 from .model import AbstractModel
 from .record import Record, Trajectory, tree_nbytes
+from .sharding import active as sharding_context
+from .sharding import gather_neurons
 
 __all__ = ["simulate", "Batch"]
 
@@ -126,7 +128,7 @@ def _make_chunk_fn(step_fn: Callable, record: Record, inputs_is_fn: bool, checkp
         def one_record(carry, r):
             carry = interval(carry, r)
             t_obs = t0 + (step0 + (r + 1) * every).astype(dt.dtype) * dt
-            return carry, (t_obs, record.observe(carry[0], t_obs))
+            return carry, (t_obs, record.observe(gather_neurons(carry[0]), t_obs))
 
         if record.fn is _no_observation:
             (state, bad), _ = jax.lax.scan(one_step, (state, bad),
@@ -153,7 +155,14 @@ def _model_step(model, state, t, dt, key, inputs):
 
 @eqx.filter_jit
 def _run_chunk(model, state, key, inputs, step0, dt, t0, bad, *, n_rec, record, inputs_is_fn,
-               checkpoint, batch_spec, model_filter):
+               checkpoint, batch_spec, model_filter, sharding=None):
+    with sharding_context(sharding):
+        return _run_chunk_body(model, state, key, inputs, step0, dt, t0, bad, n_rec, record,
+                               inputs_is_fn, checkpoint, batch_spec, model_filter)
+
+
+def _run_chunk_body(model, state, key, inputs, step0, dt, t0, bad, n_rec, record, inputs_is_fn,
+                    checkpoint, batch_spec, model_filter):
     chunk = _make_chunk_fn(_model_step, record, inputs_is_fn, checkpoint)
     if batch_spec is None:
         return chunk(model, state, key, inputs, step0, dt, t0, bad, n_rec)
@@ -273,6 +282,7 @@ def simulate(
     progress: bool | None = None,
     store: Any = None,
     checkpoint: bool = False,
+    sharding: Any = None,
 ) -> Trajectory:
     """Run ``model`` from ``state0`` for ``n_steps`` steps of ``dt`` ms.
 
@@ -302,6 +312,8 @@ def simulate(
         checkpoint: rematerialise each observation interval in the backward pass
             (``jax.checkpoint``): memory for gradients grows with ``n_steps / every``, not
             ``n_steps``.
+        sharding: a :class:`~neurocircuits.NeuronSharding` to split one network's neurons
+            over several devices (results identical to the single-device run).
 
     Returns:
         A :class:`Trajectory`.
@@ -358,12 +370,20 @@ def simulate(
     _check_key(key, batch is not None and batch.key, batch_size)
     if not traced and batch is None:
         model.check_state(state0)
+    if sharding is not None:
+        if traced:
+            raise NeurocircuitsError(
+                "sharding= cannot be used under jit/vmap/grad; place the arrays with "
+                "NeuronSharding.place(...) before the transformation instead."
+            )
+        model, state0 = sharding.place(model, state0,
+                                       batched_state=batch is not None and batch.state)
 
     dt_arr = jnp.asarray(dt, dtype=jnp.result_type(float))
     t0_arr = jnp.asarray(t0, dtype=dt_arr.dtype)
     bad0 = jnp.full((batch_size,) if batch_size else (), -1, jnp.int32)
     kwargs = dict(record=record, inputs_is_fn=inputs_is_fn, checkpoint=checkpoint,
-                  batch_spec=batch_spec, model_filter=model_filter)
+                  batch_spec=batch_spec, model_filter=model_filter, sharding=sharding)
 
     if traced:
         state, bad, ts, ys = _run_chunk(model, state0, key, inputs, jnp.int32(0), dt_arr, t0_arr,
@@ -451,8 +471,13 @@ class _Progress:
         self._bar = None
         if enabled:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress("simulate", BarColumn(), MofNCompleteColumn(), "steps",
                                  TimeElapsedColumn(), TimeRemainingColumn(),
