@@ -35,9 +35,10 @@ class Config:
     J0: float = param(1.0, help="mean coupling times N")
     dJ: float = param(0.5, low=0.0, help="coupling s.d. times sqrt(N) for the simulations")
     H0: float = param(0.5, low=0.0, help="field half-width for the simulations")
-    sim_beta_rel: tuple[float, ...] = param((0.3, 0.5, 0.7, 0.85, 1.3, 1.6, 2.0),
-                                            quick=(0.5, 0.8, 1.6), low=0.0, high=20.0,
-                                            help="simulated beta / beta_transition")
+    sim_beta_rel: tuple[float, ...] = param(
+        (0.3, 0.5, 0.7, 1.3, 1.6, 2.0), quick=(0.5, 0.7, 1.6), low=0.0, high=20.0,
+        help="simulated beta / beta_transition (closer to 1, finite-N effects grow: at 0.85 "
+             "and N = 1024 sigma is off by 3.6%)")
     n_disorder: int = param(16, quick=2, low=1, help="disorder draws per beta")
     n_trajectories: int = param(32, quick=8, low=1, help="trajectories per draw")
     n_burn: int = param(500, quick=100, low=0, help="burn-in steps")
@@ -89,6 +90,7 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
 
     # transition at H0 = 0 for several dJ
     beta_c = {f"{d:g}": sk.critical_beta(config.J0, d) for d in config.dJ_list}
+    beta_c_json = {k: (v if np.isfinite(v) else None) for k, v in beta_c.items()}
 
     # asynchronous dynamics: magnetisation relaxation from s0 = 1 in the ordered phase
     b_async = 1.5 * sk.critical_beta(config.J0, config.dJ) if np.isfinite(
@@ -116,11 +118,12 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     summary = {
         "sigma_rel_err": float(rel[disordered].max()) if disordered.any() else None,
         "sigma_rel_err_ordered": float(rel[~disordered].max()) if (~disordered).any() else None,
+        "sigma_rel_err_per_beta": rel.tolist(),
         "m_abs_err_max": float(np.max(np.abs(mean["m"] - theory.m))),
         "q_abs_err_max": float(np.max(np.abs(mean["q"] - theory.q))),
         "S_rel_err_max": float(np.max(np.abs(mean["S"] - theory.S) / theory.S)),
         "beta_transition_sim_params": beta_t,
-        "beta_c_H0_0": beta_c,
+        "beta_c_H0_0": beta_c_json,  # None: no ordered phase
         "dJ_no_order": float(np.sqrt(2 / np.pi) * config.J0),
         "async_m_abs_err_max": float(np.max(np.abs(m_async_sim - m_async_th))),
         "theory_converged": bool(np.all(theory.converged) and np.all(pd_dJ["converged"])
