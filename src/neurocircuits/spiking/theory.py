@@ -1,0 +1,187 @@
+r"""Theory of spiking networks: the Siegert rate of LIF neurons, Brunel's self-consistent rates,
+and a population mean-field (with linear response) for multi-population networks.
+
+Siegert (diffusion approximation): for :math:`\tau_m \dot V = -(V - \mu) + \sigma\sqrt{\tau_m}\,
+\xi(t)`, threshold :math:`\theta`, reset :math:`V_r`, refractory period :math:`\tau_{ref}`,
+
+.. math::
+
+    \frac{1}{\nu} = \tau_{ref} + \tau_m \sqrt{\pi} \int_{(V_r - \mu)/\sigma}^{(\theta-\mu)/\sigma}
+        e^{u^2} \left(1 + \mathrm{erf}\, u\right) du .
+
+(Siegert 1951; Amit & Tsodyks 1991; Brunel 2000, eq. 21.) Rates in Hz; voltages in mV; times in
+ms. With exponentially filtered input (synaptic time constant :math:`\tau_s`) the boundaries
+shift by :math:`\frac{\alpha}{2}\sigma\sqrt{\tau_s/\tau_m}`, :math:`\alpha = \sqrt2|\zeta(1/2)|`
+(Fourcaud & Brunel 2002).
+
+References:
+    Brunel, J. Comput. Neurosci. 8, 183 (2000); Fourcaud & Brunel, Neural Comput. 14, 2057
+    (2002); Amit & Brunel, Cereb. Cortex 7, 237 (1997).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy import integrate, optimize, special
+
+from .._core.errors import NeurocircuitsError
+
+__all__ = ["siegert", "siegert_derivative", "BrunelResult", "brunel_rate", "MeanFieldResult",
+           "mean_field", "ALPHA"]
+
+#: sqrt(2) |zeta(1/2)|, the colored-noise / discretisation boundary-shift constant
+ALPHA = float(np.sqrt(2.0) * 1.4603545088095868)  # zeta(1/2) = -1.46035...
+
+
+def _siegert_one(mu, sigma, tau_m, V_th, V_r, t_ref):
+    if sigma <= 0:
+        if mu <= V_th:
+            return 0.0
+        return 1.0 / (t_ref + tau_m * np.log((mu - V_r) / (mu - V_th))) * 1e3
+    y_th, y_r = (V_th - mu) / sigma, (V_r - mu) / sigma
+    if y_r > 25:  # e^{u^2} overflows: the rate is 0 to double precision
+        return 0.0
+    if y_th > 25:
+        return 0.0
+    # e^{u^2}(1 + erf u) = erfcx(-u), smooth and bounded for u < 0
+    val, _ = integrate.quad(lambda u: special.erfcx(-u), y_r, y_th, limit=200)
+    return 1e3 / (t_ref + tau_m * np.sqrt(np.pi) * val)
+
+
+def siegert(mu, sigma, *, tau_m: float, V_th: float, V_r: float, t_ref: float,
+            tau_s: float = 0.0):
+    r"""The stationary rate (Hz) of LIF neurons under white-noise input (see the module
+    docstring). ``mu`` (mean free membrane potential, mV, absolute) and ``sigma`` (mV) are
+    scalars or arrays of one shape; ``tau_s > 0`` applies the Fourcaud--Brunel boundary shift
+    for synaptic filtering."""
+    mu, sigma = np.broadcast_arrays(np.asarray(mu, np.float64), np.asarray(sigma, np.float64))
+    if np.any(sigma < 0) or not np.all(np.isfinite(mu)) or not np.all(np.isfinite(sigma)):
+        raise NeurocircuitsError(f"sigma must be finite and >= 0 mV and mu finite; got "
+                                 f"mu={mu.ravel()[:4]}, sigma={sigma.ravel()[:4]}.")
+    if not tau_m > 0 or t_ref < 0 or not V_th > V_r:
+        raise NeurocircuitsError(
+            f"need tau_m > 0, t_ref >= 0 and V_th > V_r; got tau_m={tau_m}, t_ref={t_ref}, "
+            f"V_th={V_th}, V_r={V_r}.")
+    shift = 0.5 * ALPHA * sigma * np.sqrt(tau_s / tau_m)
+    out = np.vectorize(_siegert_one)(mu, sigma, tau_m, V_th + shift, V_r + shift, t_ref)
+    return float(out) if out.ndim == 0 else out
+
+
+def siegert_derivative(mu, sigma, *, h: float = 1e-3, **kw):
+    """d nu / d mu and d nu / d sigma (Hz/mV) by central differences."""
+    d_mu = (siegert(mu + h, sigma, **kw) - siegert(mu - h, sigma, **kw)) / (2 * h)
+    d_sig = (siegert(mu, sigma + h, **kw) - siegert(mu, np.maximum(sigma - h, 0), **kw)) / (2 * h)
+    return d_mu, d_sig
+
+
+@dataclasses.dataclass(frozen=True)
+class BrunelResult:
+    """The self-consistent rate of Brunel's (2000) model A."""
+
+    rate_hz: float
+    mu: float
+    sigma: float
+    converged: bool
+    residual: float
+
+
+def brunel_rate(*, g: float, eta: float, J: float = 0.1, C_E: int = 1000, gamma: float = 0.25,
+                tau_m: float = 20.0, V_th: float = 20.0, V_r: float = 10.0, t_ref: float = 2.0,
+                E_L: float = 0.0) -> BrunelResult:
+    r"""Self-consistent stationary rate of the Brunel (2000) sparse E/I network (model A):
+
+    .. math::
+
+        \mu = C_E J \tau (\nu_{ext} + \nu (1 - g\gamma)),\quad
+        \sigma^2 = J^2 C_E \tau (\nu_{ext} + \nu (1 + g^2 \gamma)),\quad
+        \nu = \phi(\mu, \sigma),\quad \nu_{ext} = \eta\,\nu_{thr} = \eta\,\frac{\theta}{J C_E \tau}
+
+    (rates per ms inside; the result in Hz; voltages relative to ``E_L``). Solved by bracketing
+    on :math:`\nu \in [0, 1/t_{ref})`.
+    """
+    theta = V_th - E_L
+    nu_thr = theta / (J * C_E * tau_m)  # 1/ms
+    nu_ext = eta * nu_thr
+
+    def musig(nu):
+        mu = C_E * J * tau_m * (nu_ext + nu * (1 - g * gamma))
+        var = J * J * C_E * tau_m * (nu_ext + nu * (1 + g * g * gamma))
+        return mu, np.sqrt(var)
+
+    def f(nu):
+        mu, s = musig(nu)
+        return siegert(mu + E_L, s, tau_m=tau_m, V_th=V_th, V_r=V_r, t_ref=t_ref) * 1e-3 - nu
+
+    hi = 1.0 / t_ref if t_ref > 0 else 1.0
+    grid = np.linspace(0.0, hi * 0.999, 400)
+    vals = np.array([f(x) for x in grid])
+    sign = np.nonzero(np.sign(vals[:-1]) * np.sign(vals[1:]) <= 0)[0]
+    if sign.size == 0:
+        return BrunelResult(float("nan"), float("nan"), float("nan"), False, float("inf"))
+    i = sign[0]
+    nu = optimize.brentq(f, grid[i], grid[i + 1], xtol=1e-12) if vals[i] != 0 else grid[i]
+    mu, s = musig(nu)
+    return BrunelResult(float(nu * 1e3), float(mu + E_L), float(s), True, float(abs(f(nu))))
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanFieldResult:
+    """Self-consistent population rates of a multi-population LIF network.
+
+    Attributes:
+        rates_hz: per population.
+        mu, sigma: mean free membrane potential (mV, absolute) and its s.d. (mV).
+        converged, residual: the max |nu - phi(nu)| in Hz.
+    """
+
+    rates_hz: np.ndarray
+    mu: np.ndarray
+    sigma: np.ndarray
+    converged: bool
+    residual: float
+
+
+def mean_field(*, K: np.ndarray, J: np.ndarray, K_ext: np.ndarray, J_ext: np.ndarray,
+               nu_ext: float | np.ndarray, tau_m: float, V_th: float, V_r: float, t_ref: float,
+               E_L: float, tau_s: float = 0.0, I_dc: np.ndarray | float = 0.0,
+               tau_ext_mu: float | None = None, nu0: np.ndarray | None = None,
+               n_iter: int = 3000, damping: float = 0.2, tol: float = 1e-4) -> MeanFieldResult:
+    r"""Population rates :math:`\nu_a = \phi(\mu_a, \sigma_a)` with
+
+    .. math::
+
+        \mu_a = E_L + \tau_m\Big(\sum_b K_{ab} J_{ab} \nu_b + K^{ext}_a J^{ext}_a \nu_{ext}\Big)
+                + \mu^{dc}_a,\qquad
+        \sigma_a^2 = \tau_m \Big(\sum_b K_{ab} J_{ab}^2 \nu_b
+                + K^{ext}_a (J^{ext}_a)^2 \nu_{ext}\Big)
+
+    where ``J`` are PSP jumps for delta synapses (mV) -- or, for exponential current synapses, the
+    integrated PSP ``J = w tau_s / C`` (mV) with the Fourcaud--Brunel shift (``tau_s``);
+    ``K`` in-degrees; rates in Hz (converted to 1/ms inside). Solved by damped fixed-point
+    iteration. ``I_dc`` is a per-population mean shift in mV.
+    """
+    K, J = np.asarray(K, float), np.asarray(J, float)
+    K_ext, J_ext = np.asarray(K_ext, float), np.asarray(J_ext, float)
+    m = K.shape[0]
+    nu = np.full(m, 5.0) if nu0 is None else np.asarray(nu0, float).copy()
+
+    def musig(nu_hz):
+        r = nu_hz * 1e-3
+        ext = np.broadcast_to(np.asarray(nu_ext, float) * 1e-3, (m,))
+        mu = E_L + tau_m * (K * J) @ r + tau_m * K_ext * J_ext * ext + I_dc
+        var = tau_m * ((K * J * J) @ r + K_ext * J_ext ** 2 * ext)
+        return mu, np.sqrt(var)
+
+    res = np.inf
+    for _ in range(n_iter):
+        mu, s = musig(nu)
+        new = siegert(mu, s, tau_m=tau_m, V_th=V_th, V_r=V_r, t_ref=t_ref, tau_s=tau_s)
+        res = float(np.max(np.abs(new - nu)))
+        if res < tol:
+            nu = new
+            break
+        nu = nu + damping * (new - nu)
+    mu, s = musig(nu)
+    return MeanFieldResult(nu, mu, s, res < tol * 10, res)
