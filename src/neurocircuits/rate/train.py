@@ -519,6 +519,11 @@ def loss(circuit: RateCircuit, trials: Trials, *, key: jax.Array, dt: float,
                        checkpoint=checkpoint)[0]
 
 
+def _global_norm(tree):
+    norm = getattr(getattr(optax, "tree", None), "norm", None)
+    return norm(tree) if norm is not None else optax.global_norm(tree)
+
+
 @eqx.filter_jit
 def _update(params, static, opt_state, trials, key, *, optimizer, dt, every, checkpoint,
             u0_scale):
@@ -530,7 +535,7 @@ def _update(params, static, opt_state, trials, key, *, optimizer, dt, every, che
     (value, (mse, diverged)), grads = eqx.filter_value_and_grad(objective, has_aux=True)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = eqx.apply_updates(params, updates)
-    return params, opt_state, jnp.stack([value, mse, optax.global_norm(grads),
+    return params, opt_state, jnp.stack([value, mse, _global_norm(grads),
                                          diverged.astype(value.dtype)])
 
 
