@@ -29,7 +29,7 @@ def _bad(capsys, tmp_path, args, match):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["run", "no-such-experiment"], "unknown experiment 'no-such-experiment'; known: rate-chaos"),
+    (["run", "no-such-experiment"], "unknown experiment 'no-such-experiment'; known: rate-chaos, ising-plefka"),
     (["run", "rate-chaos", "--set", "nope=1"], "unknown key 'nope'"),
     (["run", "rate-chaos", "--set", "n=abc"], "n='abc' is not int"),
     (["run", "rate-chaos", "--set", "n=3.5"], "n='3.5' is not int"),

@@ -14,6 +14,8 @@ from .._core.errors import ConfigError
 #: experiment name -> module (relative to this package)
 REGISTRY: dict[str, str] = {
     "rate-chaos": ".rate_chaos",
+    "ising-plefka": ".ising_plefka",
+    "ising-asymmetric-sk": ".ising_asymmetric_sk",
 }
 
 
