@@ -9,7 +9,6 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from neurocircuits import NeurocircuitsError
@@ -17,11 +16,25 @@ from neurocircuits._core.connectivity import Dense, modular
 from neurocircuits._core.errors import DivergenceError
 from neurocircuits._core.integrators import Euler
 from neurocircuits.rate import RateNetwork
-from neurocircuits.rate.tasks import (PhaseShiftedOscillation, PulsePersistence, Ramp,
-                                      SynchronyPatterns, nrmse)
-from neurocircuits.rate.train import (LowRankCoupling, RateCircuit, RateNetworkTrainer,
-                                      contiguous_labels, evaluate, fit, loss, predict, prepare,
-                                      trainable_filter)
+from neurocircuits.rate.tasks import (
+    PhaseShiftedOscillation,
+    PulsePersistence,
+    Ramp,
+    SynchronyPatterns,
+    nrmse,
+)
+from neurocircuits.rate.train import (
+    LowRankCoupling,
+    RateCircuit,
+    RateNetworkTrainer,
+    contiguous_labels,
+    evaluate,
+    fit,
+    loss,
+    predict,
+    prepare,
+    trainable_filter,
+)
 
 N, M = 12, 2
 TINY = dict(n_modules=M, duration=20.0, dt=1.0, record_every=2)
