@@ -1,0 +1,298 @@
+r"""Standard networks, built from a key: the COBA benchmark, Brunel's (2000) sparse E/I network,
+the Potjans & Diesmann (2014) microcircuit and a modular RS/FS/LTS cortex.
+
+Each builder returns ``(net, init)`` where ``init(key) -> NetworkState`` draws the published
+initial conditions. Units: ms, mV, pF, nS, pA, Hz.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._core.errors import NeurocircuitsError
+from .connectivity import (Edges, concat, fixed_in_degree_edges, fixed_probability,
+                           fixed_total_number, gap_junction_pairs)
+from .inputs import PoissonInput
+from .izhikevich import Izhikevich
+from .lif import LIF
+from .network import SpikeRecorder, SpikingNetwork
+from .propagation import projection
+from .synapses import ConductanceExp, CurrentExp, Delta, GapJunctions, TsodyksMarkram
+
+__all__ = ["coba", "coba_edges", "brunel", "microcircuit", "PD14", "modular_cortex",
+           "psp_to_psc"]
+
+
+# ------------------------------------------------------------------------------------------
+# COBA: Vogels & Abbott (2005), Brette et al. (2007) benchmark 1
+# ------------------------------------------------------------------------------------------
+def coba_edges(key, n: int = 4000, *, f_exc: float = 0.8, p: float = 0.02, dg_e: float = 6.0,
+               dg_i: float = 67.0) -> tuple[Edges, Edges, int]:
+    """The COBA synapses: ``(E edges, I edges, n_exc)`` (Bernoulli p, weights in nS)."""
+    n_e = int(round(f_exc * n))
+    k_e, k_i = jax.random.split(key)
+    ee = fixed_probability(k_e, n, n_e, p, weight=dg_e)
+    ei = fixed_probability(k_i, n, n - n_e, p, weight=dg_i, pre_offset=n_e)
+    return ee, ei, n_e
+
+
+def coba(key, n: int = 4000, *, f_exc: float = 0.8, p: float = 0.02, dg_e: float = 6.0,
+         dg_i: float = 67.0, propagation: str = "event", dt: float = 0.1, delay: float = 0.0,
+         recorder: SpikeRecorder | None = None, max_spikes_per_step: int | None = None,
+         edges=None) -> tuple[SpikingNetwork, Callable]:
+    r"""The COBA benchmark network (Brette et al. 2007, benchmark 1; Vogels & Abbott 2005).
+
+    ``n`` LIF neurons (80% E), C = 200 pF, g_L = 10 nS (tau_m = 20 ms), E_L = V_r = -60 mV,
+    V_th = -50 mV, t_ref = 5 ms; conductance synapses E_e = 0 mV, tau_e = 5 ms, Delta g_e = 6 nS,
+    E_i = -80 mV, tau_i = 10 ms, Delta g_i = 67 nS; connection probability 2%; no external
+    input: activity is self-sustained from the initial conditions of the reference script,
+    :math:`V \sim E_L + \mathcal N(-5, 5^2)` mV, :math:`g_e \sim 10\,\mathcal N(4, 1.5^2)` nS,
+    :math:`g_i \sim 10\,\mathcal N(20, 12^2)` nS.
+    """
+    if edges is None:
+        edges = coba_edges(key, n, f_exc=f_exc, p=p, dg_e=dg_e, dg_i=dg_i)
+    ee, ei, n_e = edges
+    lif = LIF(C=200.0, g_L=10.0, E_L=-60.0, V_th=-50.0, V_reset=-60.0, t_ref=5.0)
+    projs = (projection(ee, n, receptor=0, dt=dt, delay=delay, propagation=propagation),
+             projection(ei, n, receptor=1, dt=dt, delay=delay, propagation=propagation))
+    labels = (np.arange(n) >= n_e).astype(np.int32)
+    net = SpikingNetwork(lif, n, receptors=(ConductanceExp(5.0, 0.0), ConductanceExp(10.0, -80.0)),
+                         projections=projs, labels=labels, populations=("E", "I"),
+                         recorder=recorder, max_spikes_per_step=max_spikes_per_step)
+
+    def init(k):
+        kv, ke, ki = jax.random.split(k, 3)
+        V0 = -60.0 + jax.random.normal(kv, (n,)) * 5.0 - 5.0
+        ge = (jax.random.normal(ke, (n,)) * 1.5 + 4.0) * 10.0
+        gi = (jax.random.normal(ki, (n,)) * 12.0 + 20.0) * 10.0
+        return net.initial_state(k, V0=V0, syn0=jnp.stack([ge, gi]))
+
+    return net, init
+
+
+# ------------------------------------------------------------------------------------------
+# Brunel (2000), model A
+# ------------------------------------------------------------------------------------------
+def brunel(key, *, n_e: int = 10_000, gamma: float = 0.25, C_E: int = 1000, J: float = 0.1,
+           g: float = 5.0, eta: float = 2.0, delay: float = 1.5, tau_m: float = 20.0,
+           V_th: float = 20.0, V_r: float = 10.0, t_ref: float = 2.0, dt: float = 0.1,
+           propagation: str = "event", recorder: SpikeRecorder | None = None,
+           max_spikes_per_step: int | None = None) -> tuple[SpikingNetwork, Callable]:
+    r"""Brunel's (2000) sparse network of LIF neurons with delta synapses (model A).
+
+    :math:`N_E` excitatory and :math:`N_I = \gamma N_E` inhibitory neurons; each receives exactly
+    :math:`C_E` excitatory (PSP ``J`` mV) and :math:`C_I = \gamma C_E` inhibitory (``-g J``)
+    synapses with delay ``D``, and :math:`C_E` external Poisson inputs at
+    :math:`\nu_{ext} = \eta\,\nu_{thr}`, :math:`\nu_{thr} = \theta/(J C_E \tau)`. Voltages are
+    relative to rest (E_L = 0): theta = 20 mV, V_r = 10 mV, tau = 20 ms, t_ref = 2 ms.
+    """
+    n_i = int(round(gamma * n_e))
+    n = n_e + n_i
+    C_I = int(round(gamma * C_E))
+    k_e, k_i = jax.random.split(key)
+    ee = fixed_in_degree_edges(k_e, n, n_e, C_E, weight=J)
+    ei = fixed_in_degree_edges(k_i, n, n_i, C_I, weight=-g * J, pre_offset=n_e)
+    nu_thr = V_th / (J * C_E * tau_m) * 1e3  # Hz
+    lif = LIF.from_tau(tau_m, C=250.0, E_L=0.0, V_th=V_th, V_reset=V_r, t_ref=t_ref)
+    proj = projection(concat(ee, ei), n, receptor=0, dt=dt, delay=delay, propagation=propagation)
+    ext = PoissonInput(rate=eta * nu_thr, n_sources=C_E, weight=J, receptor=0)
+    labels = (np.arange(n) >= n_e).astype(np.int32)
+    net = SpikingNetwork(lif, n, receptors=(Delta(),), projections=(proj,), inputs=(ext,),
+                         labels=labels, populations=("E", "I"), recorder=recorder,
+                         max_spikes_per_step=max_spikes_per_step)
+
+    def init(k):
+        return net.initial_state(k, V0=jax.random.uniform(k, (n,), minval=0.0, maxval=V_th))
+
+    return net, init
+
+
+# ------------------------------------------------------------------------------------------
+# Potjans & Diesmann (2014)
+# ------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _PD14:
+    populations: tuple = ("L23E", "L23I", "L4E", "L4I", "L5E", "L5I", "L6E", "L6I")
+    N: tuple = (20683, 5834, 21915, 5479, 4850, 1065, 14395, 2948)
+    #: rows: target, columns: source (Potjans & Diesmann 2014, Table 5)
+    conn_probs: tuple = (
+        (0.1009, 0.1689, 0.0437, 0.0818, 0.0323, 0.0, 0.0076, 0.0),
+        (0.1346, 0.1371, 0.0316, 0.0515, 0.0755, 0.0, 0.0042, 0.0),
+        (0.0077, 0.0059, 0.0497, 0.1350, 0.0067, 0.0003, 0.0453, 0.0),
+        (0.0691, 0.0029, 0.0794, 0.1597, 0.0033, 0.0, 0.1057, 0.0),
+        (0.1004, 0.0622, 0.0505, 0.0057, 0.0831, 0.3726, 0.0204, 0.0),
+        (0.0548, 0.0269, 0.0257, 0.0022, 0.0600, 0.3158, 0.0086, 0.0),
+        (0.0156, 0.0066, 0.0211, 0.0166, 0.0572, 0.0197, 0.0396, 0.2252),
+        (0.0364, 0.0010, 0.0034, 0.0005, 0.0277, 0.0080, 0.0658, 0.1443))
+    K_ext: tuple = (1600, 1500, 2100, 1900, 2000, 1900, 2900, 2100)
+    bg_rate: float = 8.0
+    PSP_e: float = 0.15
+    PSP_rel_sd: float = 0.1
+    g: float = -4.0
+    delay_e: float = 1.5
+    delay_i: float = 0.75
+    delay_rel_sd: float = 0.5
+    C_m: float = 250.0
+    tau_m: float = 10.0
+    tau_syn: float = 0.5
+    E_L: float = -65.0
+    V_th: float = -50.0
+    V_reset: float = -65.0
+    t_ref: float = 2.0
+    V0_mean: float = -58.0
+    V0_sd: float = 10.0
+    #: full-scale rates of the reference (NEST) implementation, Hz
+    rates_reference: tuple = (0.971, 2.868, 4.746, 5.396, 8.142, 9.078, 0.991, 7.523)
+
+
+PD14 = _PD14()
+
+
+def psp_to_psc(psp: float, *, C: float, tau_m: float, tau_s: float) -> float:
+    """The exponential PSC amplitude (pA) whose PSP peaks at ``psp`` (mV) in a LIF neuron."""
+    sub = 1.0 / (tau_s - tau_m)
+    pre = tau_m * tau_s / C * sub
+    frac = (tau_m / tau_s) ** sub
+    return psp / (pre * (frac ** tau_m - frac ** tau_s))
+
+
+def microcircuit(key, *, scale: float = 1.0, dt: float = 0.1, recorder=None,
+                 max_spikes_per_step: int | None = None, block: int | None = None,
+                 params: _PD14 = PD14) -> tuple[SpikingNetwork, Callable]:
+    r"""The Potjans & Diesmann (2014) cortical microcircuit: 8 populations (L2/3, L4, L5, L6;
+    E and I), 77,169 LIF neurons with exponential current synapses (tau_s = 0.5 ms) and ~0.3e9
+    synapses at ``scale = 1``.
+
+    Synapse counts per projection are
+    :math:`K_{ab} = \log(1 - p_{ab}) / \log(1 - 1/(N_a N_b))` (fixed total number, multapses);
+    weights :math:`\mathcal N(w, (0.1 w)^2)` from a 0.15 mV PSP (x2 for L4E -> L2/3E, x-4 for
+    inhibition), sign-clipped; delays :math:`\mathcal N(1.5, 0.75^2)` ms (E) /
+    :math:`\mathcal N(0.75, 0.375^2)` ms (I), at least ``dt``; background Poisson input at 8 Hz
+    from :math:`K_{ext}` sources. ``scale < 1`` shrinks every population but keeps the in-degrees
+    (the mean-field-preserving downscaling), so rates stay close to the full model's.
+    """
+    P = params
+    if not 0 < scale <= 1:
+        raise NeurocircuitsError(f"scale must lie in (0, 1], got {scale!r}.")
+    N_full = np.asarray(P.N, np.float64)
+    N = np.maximum(np.rint(N_full * scale).astype(np.int64), 1)
+    offsets = np.concatenate([[0], np.cumsum(N)[:-1]])
+    n = int(N.sum())
+    probs = np.asarray(P.conn_probs)
+    K_full = np.log(1 - probs) / np.log(1 - 1 / np.outer(N_full, N_full))
+    n_syn = np.rint(K_full / N_full[:, None] * N[:, None]).astype(np.int64)  # same in-degree
+    w_e = psp_to_psc(P.PSP_e, C=P.C_m, tau_m=P.tau_m, tau_s=P.tau_syn)
+    parts = []
+    keys = jax.random.split(key, 64 + 1)
+    for a in range(8):
+        for b in range(8):
+            if n_syn[a, b] == 0:
+                continue
+            exc = b % 2 == 0
+            w = w_e * (1.0 if exc else P.g) * (2.0 if (a, b) == (0, 2) else 1.0)
+            d_mean = P.delay_e if exc else P.delay_i
+            kk = keys[8 * a + b]
+
+            def weight(k, m, w=w):
+                x = w + abs(w) * P.PSP_rel_sd * jax.random.normal(k, (m,))
+                return jnp.maximum(x, 0.0) if w > 0 else jnp.minimum(x, 0.0)
+
+            e = fixed_total_number(kk, int(N[a]), int(N[b]), int(n_syn[a, b]), weight=weight,
+                                   pre_offset=int(offsets[b]), post_offset=int(offsets[a]))
+            d = d_mean + d_mean * P.delay_rel_sd * jax.random.normal(
+                jax.random.fold_in(kk, 1), (e.nnz,))
+            parts.append(e.with_delay(jnp.maximum(d, dt)))
+    edges = concat(*parts)
+    proj = projection(edges, n, receptor=0, dt=dt, propagation="event", block=block)
+    labels = np.repeat(np.arange(8), N).astype(np.int32)
+    lif = LIF.from_tau(P.tau_m, C=P.C_m, E_L=P.E_L, V_th=P.V_th, V_reset=P.V_reset, t_ref=P.t_ref)
+    ext = PoissonInput(rate=P.bg_rate, n_sources=jnp.asarray(np.repeat(P.K_ext, N), jnp.float32),
+                       weight=w_e, receptor=0)
+    net = SpikingNetwork(lif, n, receptors=(CurrentExp(P.tau_syn),), projections=(proj,),
+                         inputs=(ext,), labels=labels, populations=P.populations,
+                         recorder=recorder, max_spikes_per_step=max_spikes_per_step)
+
+    def init(k):
+        return net.initial_state(k, V0=P.V0_mean + P.V0_sd * jax.random.normal(k, (n,)))
+
+    return net, init
+
+
+# ------------------------------------------------------------------------------------------
+# modular RS / FS / LTS cortex
+# ------------------------------------------------------------------------------------------
+def modular_cortex(key, *, n_modules: int = 4, n_per_module: int = 500,
+                   fractions=(0.8, 0.1, 0.1), k_in: int = 50, k_out: int = 10,
+                   w_e: float = 0.5, w_i: float = 1.0, tau_e: float = 5.0, tau_i: float = 10.0,
+                   E_e: float = 0.0, E_i: float = -80.0, ext_rate: float = 2000.0,
+                   w_ext: float = 0.05, stp_e: TsodyksMarkram | None = None,
+                   gap_g: float = 0.0, gap_k: int = 4, dt: float = 0.1,
+                   propagation: str = "event", recorder=None,
+                   max_spikes_per_step: int | None = None):
+    r"""A modular cortex of Izhikevich RS (excitatory), FS and LTS (inhibitory) cells.
+
+    ``n_modules`` modules of ``n_per_module`` cells (fractions RS/FS/LTS). Every cell receives
+    ``k_in`` excitatory synapses from RS cells of its own module and ``k_out`` from RS cells of
+    other modules (fixed in-degree), and ``k_in * f_I / f_E`` inhibitory synapses from the FS
+    and LTS cells of its own module (inhibition is local). Conductance synapses (dimensionless
+    conductances in Izhikevich units: current :math:`g (E - v)`), optional Tsodyks--Markram
+    depression on E synapses, gap junctions within the FS class of each module, and Poisson
+    background drive (``ext_rate`` Hz, weight ``w_ext``) into the excitatory receptor.
+    Population labels are (module, class): label = 3 module + class.
+    """
+    f_rs, f_fs, f_lts = fractions
+    n_rs = int(round(f_rs * n_per_module))
+    n_fs = int(round(f_fs * n_per_module))
+    n_lts = n_per_module - n_rs - n_fs
+    m = n_per_module
+    n = n_modules * m
+    types = [("RS", n_rs), ("FS", n_fs), ("LTS", n_lts)] * n_modules
+    izh = Izhikevich.from_types(*types)
+    cls = np.tile(np.repeat([0, 1, 2], [n_rs, n_fs, n_lts]), n_modules)
+    mod = np.repeat(np.arange(n_modules), m)
+    labels = (3 * mod + cls).astype(np.int32)
+    k_inh = max(1, int(round(k_in * (1 - f_rs) / f_rs)))
+    keys = jax.random.split(key, 4 * n_modules + 1)
+    e_parts, i_parts = [], []
+    for a in range(n_modules):
+        off = a * m
+        # local excitation from the RS cells of module a
+        e_parts.append(fixed_in_degree_edges(keys[4 * a], m, n_rs, k_in, weight=w_e,
+                                             pre_offset=off, post_offset=off))
+        # long-range excitation from RS cells of the other modules
+        if n_modules > 1 and k_out > 0:
+            others = np.concatenate([np.arange(b * m, b * m + n_rs)
+                                     for b in range(n_modules) if b != a])
+            e = fixed_in_degree_edges(keys[4 * a + 1], m, len(others), k_out, weight=w_e,
+                                      post_offset=off)
+            e_parts.append(Edges(jnp.asarray(others, jnp.int32)[e.pre], e.post, e.weight))
+        i_parts.append(fixed_in_degree_edges(keys[4 * a + 2], m, n_fs + n_lts, k_inh,
+                                             weight=w_i, pre_offset=off + n_rs, post_offset=off))
+    projs = (projection(concat(*e_parts), n, receptor=0, dt=dt, propagation=propagation,
+                        stp=stp_e),
+             projection(concat(*i_parts), n, receptor=1, dt=dt, propagation=propagation))
+    gap = None
+    if gap_g > 0:
+        src, dst = [], []
+        for a in range(n_modules):
+            members = np.arange(a * m + n_rs, a * m + n_rs + n_fs)
+            s, d = gap_junction_pairs(keys[4 * a + 3], members, min(gap_k, n_fs - 1))
+            src.append(s)
+            dst.append(d)
+        gap = GapJunctions(jnp.concatenate(src), jnp.concatenate(dst), gap_g)
+    ext = PoissonInput(rate=ext_rate, n_sources=1, weight=w_ext, receptor=0)
+    pops = tuple(f"M{a}-{c}" for a in range(n_modules) for c in ("RS", "FS", "LTS"))
+    net = SpikingNetwork(izh, n, receptors=(ConductanceExp(tau_e, E_e), ConductanceExp(tau_i, E_i)),
+                         projections=projs, inputs=(ext,), gap=gap, labels=labels,
+                         populations=pops, recorder=recorder,
+                         max_spikes_per_step=max_spikes_per_step)
+
+    def init(k):
+        return net.initial_state(k, V0=-65.0 + 5.0 * jax.random.normal(k, (n,)))
+
+    return net, init
