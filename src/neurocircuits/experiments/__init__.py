@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "rate-chaos": ".rate_chaos",
     "ising-plefka": ".ising_plefka",
     "ising-asymmetric-sk": ".ising_asymmetric_sk",
+    "rate-balanced": ".rate_balanced",
 }
 
 
