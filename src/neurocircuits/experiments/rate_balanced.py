@@ -166,6 +166,9 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
         "h_std_inhibitory_sem": sem["inhibitory"].tolist(),
         "h_std_inhibitory_theory": theory["inhibitory"].tolist(),
         "theory_converged": bool(all(theory_conv)),
+        # networks whose field stopped fluctuating (a fixed point; the theory describes chaos)
+        "quiescent_fraction_critical": (sim["critical"] < 0.02).mean(axis=1).tolist(),
+        "quiescent_fraction_inhibitory": (sim["inhibitory"] < 0.02).mean(axis=1).tolist(),
         "coherent_prob": {"J0": list(config.coherent_J0), "p_vs_J0": p_j0.tolist(),
                           "p_vs_J0_err": err(p_j0).tolist(),
                           "amplitude": list(config.coherent_amplitudes),

@@ -189,6 +189,13 @@ def macroscopic_fluctuations(
                 f" = {drive:.3g} and bias = {bias:.3g}: the network is silent or saturated. "
                 "Drive an inhibition-dominated network with bias ~ I0 * sqrt(N)."
             ) from err
+    if point(centre).dF < 1e-6:
+        raise NeurocircuitsError(
+            f"The operating point v = {centre:.3g} (bias = {bias:.3g}) leaves the units silent or "
+            f"saturated (mean gain phi' = {point(centre).dF:.2g}): no balanced operating point "
+            "with fluctuating rates. Drive an inhibition-dominated network with bias ~ "
+            "I0 * sqrt(N), I0 > 0."
+        )
     sd = math.sqrt(max(w * point(centre).var_phibar, 1e-12))
     slope = abs(1 - drive * point(centre).dF)
     half = 6 * sd / max(slope, 1e-9)
