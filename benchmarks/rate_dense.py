@@ -17,8 +17,8 @@ Writes benchmarks/results/rate_dense_<device>.json and prints a table last.
 from __future__ import annotations
 
 import argparse
-import functools
 import datetime as dt_
+import functools
 import json
 import platform
 import statistics
