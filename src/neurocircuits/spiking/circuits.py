@@ -208,7 +208,11 @@ def microcircuit(key, *, scale: float = 1.0, dt: float = 0.1, recorder=None,
                 jax.random.fold_in(kk, 1), (e.nnz,))
             parts.append(e.with_delay(jnp.maximum(d, dt)))
     edges = concat(*parts)
+    if block is None and jax.default_backend() != "cpu":
+        block = 512
     proj = projection(edges, n, receptor=0, dt=dt, propagation="event", block=block)
+    if max_spikes_per_step is None:
+        max_spikes_per_step = max(128, n // 4)  # the start is synchronous; blocks loop on demand
     labels = np.repeat(np.arange(8), N).astype(np.int32)
     lif = LIF.from_tau(P.tau_m, C=P.C_m, E_L=P.E_L, V_th=P.V_th, V_reset=P.V_reset, t_ref=P.t_ref)
     ext = PoissonInput(rate=P.bg_rate, n_sources=jnp.asarray(np.repeat(P.K_ext, N), jnp.float32),
@@ -218,7 +222,8 @@ def microcircuit(key, *, scale: float = 1.0, dt: float = 0.1, recorder=None,
                          recorder=recorder, max_spikes_per_step=max_spikes_per_step)
 
     def init(k):
-        return net.initial_state(k, V0=P.V0_mean + P.V0_sd * jax.random.normal(k, (n,)))
+        V0 = P.V0_mean + P.V0_sd * jax.random.normal(k, (n,))
+        return net.initial_state(k, V0=jnp.minimum(V0, P.V_th - 1e-3))
 
     return net, init
 
