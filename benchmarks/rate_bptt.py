@@ -142,6 +142,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="small sizes (CPU sanity run)")
     p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--rates", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--every", type=int, default=10, help="steps per loss sample / checkpoint")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args()
@@ -149,13 +150,23 @@ def main():
         print("ROW " + json.dumps(_one(json.loads(args.one))), flush=True)
         return
 
-    import jax
-    import numpy as np
-    from rate_dense import copy_bandwidth, matmul_rate
+    if args.rates:  # in a child process too: the parent never holds device memory
+        import jax
+        import numpy as np
+        from rate_dense import copy_bandwidth, matmul_rate
 
-    import neurocircuits as nc
+        import neurocircuits as nc
 
-    dev = jax.devices()[0]
+        dev = jax.devices()[0]
+        print("ROW " + json.dumps({
+            "bw": copy_bandwidth(2**26 if args.quick else 2**31),
+            "mm": matmul_rate(1024 if args.quick else 8192, "highest"),
+            "device": f"{dev.platform}: {dev.device_kind}", "kind": dev.device_kind,
+            "versions": {"jax": jax.__version__, "neurocircuits": nc.__version__,
+                         "python": platform.python_version(), "numpy": np.__version__}}),
+            flush=True)
+        return
+
     if args.quick:
         n, t, batches, rank, repeats = 256, 500, (1, 8), 4, 3
     else:
@@ -168,8 +179,11 @@ def main():
                     continue  # the memory story is the same as for the full J at B = 1
                 plan.append(dict(N=n, T=t, B=b, every=args.every, trainable=trainable,
                                  checkpoint=ckpt, rank=rank, repeats=repeats))
-    bw = copy_bandwidth(2**26 if args.quick else 2**31)
-    mm = matmul_rate(1024 if args.quick else 8192, "highest")
+    proc = subprocess.run([sys.executable, __file__, "--rates"] + (["--quick"] if args.quick
+                                                                   else []),
+                          capture_output=True, text=True)
+    info = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")][-1][4:])
+    bw, mm = info["bw"], info["mm"]
     rows = []
     for cfg in plan:
         t0 = time.perf_counter()
@@ -193,9 +207,8 @@ def main():
     result = {
         "benchmark": "rate_bptt",
         "date": dt_.datetime.now(dt_.UTC).isoformat(timespec="seconds"),
-        "device": f"{dev.platform}: {dev.device_kind}",
-        "versions": {"jax": jax.__version__, "neurocircuits": nc.__version__,
-                     "python": platform.python_version(), "numpy": np.__version__},
+        "device": info["device"],
+        "versions": info["versions"],
         "precision": "float32, matmul precision='highest'",
         "what": "one training update of neurocircuits.rate.train.fit (value_and_grad through "
                 "simulate + Adam), PulsePersistence task with 4 modules, dt = 1 ms, tau = 10 ms, "
@@ -208,7 +221,7 @@ def main():
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tag = dev.device_kind.replace(" ", "_").lower() + ("_quick" if args.quick else "")
+    tag = info["kind"].replace(" ", "_").lower() + ("_quick" if args.quick else "")
     path = out / f"rate_bptt_{tag}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -42,16 +42,19 @@ Hayakawa & Fukai, Phys. Rev. Research 2, 013253 (2020) (our reconstruction).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
+import equinox as eqx
 import jax
 import numpy as np
 
 from .._core.connectivity import modular
-from .._core.errors import ConfigError
+from .._core.errors import ConfigError, ResumeError
 from ..rate import RateNetwork
 from ..rate.tasks import PhaseShiftedOscillation, PulsePersistence, Ramp, SynchronyPatterns
-from ..rate.train import RateCircuit, evaluate, fit
-from ._base import Context, Experiment, Result, param
+from ..rate.train import RateCircuit, TrainHistory, evaluate, fit, prepare
+from ._base import Context, Experiment, Result, config_to_dict, param
 
 TASKS = ("oscillation", "persistence", "ramp")
 
@@ -74,7 +77,7 @@ class Config:
     trainable: str = param("full", choices=("full", "low_rank"), help="trained part of J")
     rank: int = param(4, low=1, help="rank of the trained part when trainable=low_rank")
     learning_rate: float = param(2e-3, quick=3e-3, low=1e-7, high=1.0, help="Adam step size")
-    n_updates: int = param(1500, quick=300, low=1, help="updates per task")
+    n_updates: int = param(1500, quick=250, low=1, help="updates per task")
     batch_size: int = param(32, quick=8, low=1, help="trials per update")
     checkpoint: bool = param(False, help="gradient checkpointing")
     u0_scale: float = param(0.5, low=0.0, help="std of the random initial states")
@@ -154,6 +157,37 @@ def make_circuit(config: Config, key: jax.Array) -> RateCircuit:
     return RateCircuit.from_network(net)
 
 
+def _fit_resumable(ctx: Context, fingerprint: str, name: str, start: RateCircuit, task,
+                   **kwargs):
+    """``fit`` whose result is kept in ``ctx.partial_dir``: with ``ctx.resume`` a finished fit
+    is loaded instead of recomputed, so an interrupted run (``neurocircuits run ... --resume``)
+    continues after the last finished training run."""
+    folder = ctx.partial_dir
+    leaves, meta = folder / f"{name}.eqx", folder / f"{name}.json"
+    template = prepare(start, kwargs["trainable"], key=jax.random.key(0), rank=kwargs.get("rank"))
+    if ctx.resume and leaves.exists() and meta.exists():
+        info = json.loads(meta.read_text())
+        if info.pop("fingerprint", None) != fingerprint:
+            raise ResumeError(
+                f"{meta} was written by a run with another configuration or seed; resume with "
+                "the same --set values and --seed, or start afresh (without --resume)."
+            )
+        circuit = eqx.tree_deserialise_leaves(leaves, template)
+        arrays = {k: np.asarray(v, float) for k, v in info.pop("arrays").items()}
+        return circuit, TrainHistory(**arrays, **info)
+    circuit, hist = fit(start, task, **kwargs)
+    folder.mkdir(parents=True, exist_ok=True)
+    eqx.tree_serialise_leaves(leaves, circuit)
+    arrays = {k: getattr(hist, k).tolist() for k in ("loss", "nrmse", "mse", "grad_norm",
+                                                      "eval_updates", "eval_nrmse")}
+    info = {"fingerprint": fingerprint, "n_updates": hist.n_updates, "stopped_early": hist.stopped_early,
+            "wall_s": hist.wall_s, "trainable": str(hist.trainable), "arrays": arrays}
+    tmp = meta.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(meta)  # the marker of a finished fit, written last
+    return circuit, hist
+
+
 def _median_updates(values, cap):
     arr = np.array([cap if v is None else v for v in values], float)
     return float(np.median(arr))
@@ -168,6 +202,9 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
                   rank=config.rank if config.trainable == "low_rank" else None,
                   learning_rate=config.learning_rate, checkpoint=config.checkpoint,
                   u0_scale=config.u0_scale, progress=progress)
+    fingerprint = hashlib.sha256(json.dumps(
+        [config_to_dict(config), np.asarray(jax.random.key_data(key)).tolist()]).encode()
+    ).hexdigest()[:16]
     k_net, k_train, k_eval, k_relearn = jax.random.split(key, 4)
     circuit0 = make_circuit(config, k_net)
 
@@ -175,13 +212,14 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     n_show = min(4, config.heldout_trials)
     for i, name in enumerate(TASKS + ("synchrony_A",)):
         task = tasks[name]
-        trained, hist = fit(circuit0, task, key=jax.random.fold_in(k_train, i),
-                            n_updates=config.n_updates, **fit_kw)
+        trained, hist = _fit_resumable(ctx, fingerprint, f"train_{name}", circuit0, task,
+                                       key=jax.random.fold_in(k_train, i),
+                                       n_updates=config.n_updates, **fit_kw)
         ev = evaluate(trained, task, key=jax.random.fold_in(k_eval, i),
                       n_trials=config.heldout_trials, u0_scale=config.u0_scale)
         curves[name] = hist.nrmse
         heldout[name] = ev.nrmse
-        final_train[name] = float(np.mean(hist.nrmse[-10:]))
+        final_train[name] = float(np.mean(np.asarray(hist.nrmse, float)[-10:]))
         examples[name] = (np.asarray(ev.outputs[:n_show]), np.asarray(ev.trials.targets[:n_show]),
                           np.asarray(ev.trials.mask[:n_show]), np.asarray(ev.trials.inputs[:n_show]))
         if name == "synchrony_A":
@@ -197,8 +235,9 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
             base, trained_a, hist_a = circuit0, circuit_a0, None
         else:
             base = make_circuit(config, jax.random.fold_in(kr, 0))
-            trained_a, hist_a = fit(base, tasks["synchrony_A"], key=jax.random.fold_in(kr, 1),
-                                    n_updates=config.n_updates, **fit_kw)
+            trained_a, hist_a = _fit_resumable(
+                ctx, fingerprint, f"learn_A_r{r}", base, tasks["synchrony_A"],
+                key=jax.random.fold_in(kr, 1), n_updates=config.n_updates, **fit_kw)
         a_curve = curves["synchrony_A"] if r == 0 else hist_a.nrmse
         hit = np.nonzero(np.convolve(a_curve, np.ones(win) / win, "valid") <= thr)[0]
         runs["learn_A"].append(int(hit[0] + win - 1) if hit.size else None)
@@ -207,8 +246,9 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
             plan += [("scratch_changed", base, "synchrony_A_changed"),
                      ("switch", trained_a, "synchrony_B")]
         for j, (label, start, task_name) in enumerate(plan):
-            _, h = fit(start, tasks[task_name], key=jax.random.fold_in(kr, 10 + j),
-                       n_updates=cap, stop_below=thr, stop_window=win, **fit_kw)
+            _, h = _fit_resumable(ctx, fingerprint, f"{label}_r{r}", start, tasks[task_name],
+                                  key=jax.random.fold_in(kr, 10 + j), n_updates=cap,
+                                  stop_below=thr, stop_window=win, **fit_kw)
             runs[label].append(h.n_updates if h.stopped_early else None)
             rel_curves[f"{label}_r{r}"] = h.nrmse
 
