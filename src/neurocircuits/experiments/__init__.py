@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "ising-plefka": ".ising_plefka",
     "ising-asymmetric-sk": ".ising_asymmetric_sk",
     "rate-balanced": ".rate_balanced",
+    "rate-modular": ".rate_modular",
 }
 
 

@@ -57,7 +57,8 @@ from scipy.optimize import brentq
 from .._core.errors import NeurocircuitsError, check_int, check_positive
 from .theory import _nodes, _Phi, dmft_solve
 
-__all__ = ["MacroscopicPrediction", "macroscopic_fluctuations", "closed_loop_variance"]
+__all__ = ["MacroscopicPrediction", "ModularPrediction", "closed_loop_variance",
+           "macroscopic_fluctuations", "modular_fluctuations"]
 
 _LAG_STEP = 0.1  # in units of tau
 _MAX_LAG = 40.0
@@ -134,7 +135,7 @@ class _Point:
 
 def macroscopic_fluctuations(
     *, g: float, J0: float, f: float, gamma: float, n: int, bias: float = 0.0,
-    phi: Callable | None = None, sigma: float = 0.0, n_grid: int = 25,
+    phi: Callable | None = None, sigma: float = 0.0, n_grid: int = 41,
 ) -> MacroscopicPrediction:
     r"""Predict the statistics of the macroscopic field of an E/I rate network.
 
@@ -244,4 +245,159 @@ def macroscopic_fluctuations(
         converged=bool(all(pt.converged for pt in cache.values()) and dens[0] < 1e-3
                        and dens[-1] < 1e-3),
         residual=residual,
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ModularPrediction:
+    """Predicted module-wise synchrony of a modular E/I rate network (seed averages).
+
+    Attributes:
+        module_var: variance over time of the module order parameter m_a, per module.
+        within_corr: mean correlation of two units' rates in the same module, per module.
+        between_corr: mean correlation of two units' rates in different modules, (M, M) with a
+            NaN diagonal.
+        field_std: time-std of the module fields h_a, per module.
+        n_effective: effective number of importance samples behind the averages.
+        converged: every DMFT solve converged and the importance weights were not degenerate.
+    """
+
+    module_var: np.ndarray
+    within_corr: np.ndarray
+    between_corr: np.ndarray
+    field_std: np.ndarray
+    n_effective: float
+    converged: bool
+
+
+def modular_fluctuations(
+    *, g: float, J0, sizes, f: float = 0.8, gamma: float | None = None, bias: float = 0.0,
+    phi: Callable | None = None, sigma: float = 0.0, n_samples: int = 3000, seed: int = 0,
+    n_grid: int = 15,
+) -> ModularPrediction:
+    r"""Module-wise synchrony of a network of M critically balanced modules.
+
+    The module fields :math:`h_a = \sum_b J^0_{ab} X_b` mix the modules' balance variables
+    :math:`X_b = N^{-1/2}\sum_{j\in b} s_j\phi(u_j)`. As in :func:`macroscopic_fluctuations`,
+    each :math:`X_b` has a static part and a random slope :math:`K_b` (jointly Gaussian over the
+    quenched randomness, from DMFT at the module's operating point :math:`v_b`) and temporal
+    fluctuations of spectrum :math:`(N_b/N)\,\overline{s^2}\,\tilde C_t(\omega)`. Operating
+    points :math:`v = I + J^0 X(v)` are averaged by importance sampling with the Kac–Rice weight
+    :math:`|\det(1 - J^0\,\mathrm{diag}K)|` on stable points; for each, the filtered module inputs
+    :math:`\delta v = L\,(1 - L J^0 \mathrm{diag} K)^{-1} J^0\,\delta X` give
+
+    .. math::
+
+        \mathrm{Var}\,m_a = F_a'^2\,\mathrm{Var}\,\delta v_a + \frac{C_t(0)}{N_a},\qquad
+        \rho^{\rm within}_a = \frac{F_a'^2\,\mathrm{Var}\,\delta v_a}{C_t(0)},\qquad
+        \rho^{\rm between}_{ab} = \frac{F'_a F'_b\,\mathrm{Cov}(\delta v_a, \delta v_b)}
+                                       {\sqrt{C_t(0)_a C_t(0)_b}}.
+
+    Args:
+        g: random gain; ``J0``: the (M, M) matrix of block mean strengths (invertible);
+        sizes: module sizes; ``f``, ``gamma``: E/I split (``gamma=None``: critical in every
+        module); ``bias``: common input; ``phi``: transfer function (default 1 + tanh);
+        ``n_samples``: importance samples; ``seed``: their NumPy seed; ``n_grid``: DMFT grid.
+    """
+    from .models import one_plus_tanh
+
+    phi = one_plus_tanh if phi is None else phi
+    J0 = np.atleast_2d(np.asarray(J0, dtype=np.float64))
+    sizes = np.asarray(sizes, dtype=np.int64)
+    m = len(sizes)
+    if J0.shape != (m, m):
+        raise NeurocircuitsError(f"J0 must be a ({m}, {m}) matrix for {m} modules, got shape "
+                                 f"{J0.shape}.")
+    if abs(np.linalg.det(J0)) < 1e-12:
+        raise NeurocircuitsError(
+            f"J0 = {J0.tolist()} is singular (e.g. J0_in == J0_out): the module balance "
+            "variables cannot be told apart; use distinct within/between strengths.")
+    if not 0 < f < 1:
+        raise NeurocircuitsError(f"f must lie in (0, 1), got {f!r}.")
+    check_positive(g, "g")
+    n = int(sizes.sum())
+    n_exc = np.round(f * sizes)
+    gam = (n_exc / (sizes - n_exc)) if gamma is None else np.full(m, float(gamma))
+    s2 = (n_exc + gam**2 * (sizes - n_exc)) / sizes
+    frac = sizes / n
+    scale = frac * s2  # variance factor of X_b per unit variance of a unit's rate
+
+    # DMFT statistics on a grid of operating points, interpolated
+    base = _Point(g, phi, bias, sigma)
+    sd_static = math.sqrt(float(np.max(J0**2 @ scale)) * max(base.var_phibar, 1e-6))
+    v_grid = np.linspace(bias - 5 * sd_static, bias + 5 * sd_static, n_grid)
+    points = [_Point(g, phi, float(v), sigma) for v in v_grid]
+    stat = {k: np.array([getattr(p, k) for p in points])
+            for k in ("F", "dF", "var_phibar", "var_dphibar", "cov")}
+    temporal = np.stack([p.temporal for p in points])
+    spectra = np.real(np.fft.fft(np.concatenate([temporal, temporal[:, -2:0:-1]], axis=1),
+                                 axis=1))
+    omega = 2 * np.pi * np.fft.fftfreq(spectra.shape[1], d=_LAG_STEP)
+    lowpass = 1.0 / (1.0 + 1j * omega)
+
+    def interp(name, v):
+        return np.interp(v, v_grid, stat[name])
+
+    def interp_rows(table, v):  # linear interpolation of grid rows at each v (samples, M)
+        pos = np.clip((v - v_grid[0]) / (v_grid[1] - v_grid[0]), 0, n_grid - 1 - 1e-9)
+        i = np.floor(pos).astype(int)
+        t = (pos - i)[..., None]
+        return (1 - t) * table[i] + t * table[i + 1]
+
+    rng = np.random.default_rng(seed)
+    prop_sd = 1.5 * sd_static
+    v = bias + prop_sd * rng.standard_normal((n_samples, m))
+    var_x = scale * np.maximum(interp("var_phibar", v), 1e-300)
+    x_needed = np.linalg.solve(J0, (v - bias).T).T  # static X that makes v a fixed point
+    cov = interp("cov", v)
+    vpb = np.maximum(interp("var_phibar", v), 1e-300)
+    k_mean = cov / vpb * x_needed
+    k_var = np.maximum(scale * (interp("var_dphibar", v) - cov**2 / vpb), 1e-12)
+    k = k_mean + np.sqrt(k_var) * rng.standard_normal((n_samples, m))
+    loop = J0[None] * k[:, None, :]  # J0 diag(K)
+    eig = np.linalg.eigvals(loop)
+    stable = np.max(eig.real, axis=1) < 1
+    log_w = (-0.5 * np.sum(x_needed**2 / var_x + np.log(var_x), axis=1)
+             + np.log(np.abs(np.linalg.det(np.eye(m)[None] - loop)) + 1e-300)
+             + 0.5 * np.sum(((v - bias) / prop_sd) ** 2, axis=1))
+    log_w = np.where(stable, log_w, -np.inf)
+    weights = np.exp(log_w - np.max(log_w))
+    weights /= weights.sum()
+    n_eff = float(1.0 / np.sum(weights**2))
+
+    ct0 = interp_rows(temporal[:, :1], v)[..., 0]  # temporal variance of a unit's rate
+    fluctuating = np.all(ct0 > 1e-8, axis=1)  # correlations are defined where units fluctuate
+    ct0 = np.maximum(ct0, 1e-8)
+    dF = interp("dF", v)
+    var_dv = np.zeros((n_samples, m))
+    cov_dv = np.zeros((n_samples, m, m))
+    var_h = np.zeros((n_samples, m))
+    eye = np.eye(m)
+    for start in range(0, n_samples, 64):
+        sl = slice(start, start + 64)
+        keep = np.nonzero(weights[sl] > 0)[0] + start
+        if keep.size == 0:
+            continue
+        s_x = scale[None, None, :] * interp_rows(spectra, v[keep]).transpose(0, 2, 1)  # (k,w,M)
+        lp = lowpass[None, :, None, None]
+        resp = np.linalg.solve(eye[None, None] - lp * loop[keep][:, None], J0[None, None])
+        h_cov = np.einsum("kwab,kwb,kwcb->kwac", resp, s_x, resp.conj())
+        dv_cov = (np.abs(lowpass) ** 2)[None, :, None, None] * h_cov
+        cov_dv[keep] = np.real(dv_cov.mean(axis=1))
+        var_dv[keep] = np.real(np.einsum("kaa->ka", cov_dv[keep]))
+        var_h[keep] = np.real(np.einsum("kwaa->kwa", h_cov).mean(axis=1))
+    within = dF**2 * var_dv / ct0
+    module_var = dF**2 * var_dv + ct0 / sizes[None, :]
+    between = (dF[:, :, None] * dF[:, None, :] * cov_dv
+               / np.sqrt(ct0[:, :, None] * ct0[:, None, :]))
+    avg = lambda x: np.tensordot(weights, x, axes=(0, 0))  # noqa: E731
+    w_corr = weights * fluctuating
+    w_corr = w_corr / max(w_corr.sum(), 1e-300)
+    avg_corr = lambda x: np.tensordot(w_corr, x, axes=(0, 0))  # noqa: E731
+    between_mean = avg_corr(between)
+    np.fill_diagonal(between_mean, np.nan)
+    return ModularPrediction(
+        module_var=avg(module_var), within_corr=avg_corr(within), between_corr=between_mean,
+        field_std=avg(np.sqrt(np.maximum(var_h, 0))), n_effective=n_eff,
+        converged=bool(all(p.converged for p in points) and n_eff > 50),
     )
