@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "ising-asymmetric-sk": ".ising_asymmetric_sk",
     "rate-balanced": ".rate_balanced",
     "rate-modular": ".rate_modular",
+    "rate-learning": ".rate_learning",
 }
 
 
