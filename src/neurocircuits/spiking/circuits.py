@@ -161,6 +161,46 @@ def psp_to_psc(psp: float, *, C: float, tau_m: float, tau_s: float) -> float:
     return psp / (pre * (frac ** tau_m - frac ** tau_s))
 
 
+def _pd14_edges(key, counts, total, N, offsets, w_mean, d_mean, w_rel_sd, d_rel_sd, dt):
+    """All synapses of the microcircuit in one compiled program, already ordered by
+    presynaptic neuron (no sort): the number of synapses from each presynaptic neuron j into
+    each target population is the count of uniform draws hitting j (the fixed-total-number
+    rule), and targets are uniform within the population."""
+    N = np.asarray(N)
+    n = int(N.sum())
+    labels = jnp.asarray(np.repeat(np.arange(8), N), jnp.int32)
+    pop_n = jnp.asarray(N, jnp.int32)
+    off = jnp.asarray(offsets, jnp.int32)
+    counts_np = np.asarray(counts).reshape(8, 8)
+
+    @jax.jit
+    def build(key, counts, labels, pop_n, off):
+        # every array is an argument: constants of this size would be constant-folded by XLA
+        k0, k1, k3, k4 = jax.random.split(key, 4)
+        # draws: pair (a, b) has counts[a, b] uniform presynaptic neurons in population b
+        pair = jnp.repeat(jnp.arange(64, dtype=jnp.int32), counts, total_repeat_length=total)
+        a, b = pair // 8, pair % 8
+        u = jax.random.uniform(k0, (total,))
+        pre_draw = off[b] + jnp.minimum((u * pop_n[b]).astype(jnp.int32), pop_n[b] - 1)
+        C = jnp.zeros((n, 8), jnp.int32).at[pre_draw, a].add(1)  # synapses j -> population a
+        seg = jnp.repeat(jnp.arange(n * 8, dtype=jnp.int32), C.ravel(), total_repeat_length=total)
+        pre, a = seg // 8, seg % 8
+        pr = a * 8 + labels[pre]
+        u2 = jax.random.uniform(k1, (total,))
+        post = off[a] + jnp.minimum((u2 * pop_n[a]).astype(jnp.int32), pop_n[a] - 1)
+        wm = w_mean_a[pr]
+        w = wm + jnp.abs(wm) * w_rel_sd * jax.random.normal(k3, (total,))
+        w = jnp.where(wm > 0, jnp.maximum(w, 0.0), jnp.minimum(w, 0.0))
+        dm = d_mean_a[pr]
+        d = jnp.maximum(dm + dm * d_rel_sd * jax.random.normal(k4, (total,)), dt)
+        return pre, post, w, d
+
+    w_mean_a = jnp.asarray(w_mean, jnp.float32)
+    d_mean_a = jnp.asarray(d_mean, jnp.float32)
+    pre, post, w, d = build(key, jnp.asarray(counts_np.ravel(), jnp.int32), labels, pop_n, off)
+    return Edges(pre, post, w, d)
+
+
 def microcircuit(key, *, scale: float = 1.0, dt: float = 0.1, recorder=None,
                  max_spikes_per_step: int | None = None, block: int | None = None,
                  params: _PD14 = PD14) -> tuple[SpikingNetwork, Callable]:
@@ -187,27 +227,12 @@ def microcircuit(key, *, scale: float = 1.0, dt: float = 0.1, recorder=None,
     K_full = np.log(1 - probs) / np.log(1 - 1 / np.outer(N_full, N_full))
     n_syn = np.rint(K_full / N_full[:, None] * N[:, None]).astype(np.int64)  # same in-degree
     w_e = psp_to_psc(P.PSP_e, C=P.C_m, tau_m=P.tau_m, tau_s=P.tau_syn)
-    parts = []
-    keys = jax.random.split(key, 64 + 1)
-    for a in range(8):
-        for b in range(8):
-            if n_syn[a, b] == 0:
-                continue
-            exc = b % 2 == 0
-            w = w_e * (1.0 if exc else P.g) * (2.0 if (a, b) == (0, 2) else 1.0)
-            d_mean = P.delay_e if exc else P.delay_i
-            kk = keys[8 * a + b]
-
-            def weight(k, m, w=w):
-                x = w + abs(w) * P.PSP_rel_sd * jax.random.normal(k, (m,))
-                return jnp.maximum(x, 0.0) if w > 0 else jnp.minimum(x, 0.0)
-
-            e = fixed_total_number(kk, int(N[a]), int(N[b]), int(n_syn[a, b]), weight=weight,
-                                   pre_offset=int(offsets[b]), post_offset=int(offsets[a]))
-            d = d_mean + d_mean * P.delay_rel_sd * jax.random.normal(
-                jax.random.fold_in(kk, 1), (e.nnz,))
-            parts.append(e.with_delay(jnp.maximum(d, dt)))
-    edges = concat(*parts)
+    exc = (np.arange(8) % 2 == 0)[None, :].repeat(8, 0)
+    w_mean = np.where(exc, w_e, w_e * P.g)
+    w_mean[0, 2] *= 2.0  # L4E -> L2/3E
+    d_mean = np.where(exc, P.delay_e, P.delay_i)
+    edges = _pd14_edges(key, jnp.asarray(n_syn.ravel()), int(n_syn.sum()), N, offsets,
+                        w_mean.ravel(), d_mean.ravel(), P.PSP_rel_sd, P.delay_rel_sd, dt)
     if block is None and jax.default_backend() != "cpu":
         block = 512
     proj = projection(edges, n, receptor=0, dt=dt, propagation="event", block=block)

@@ -152,9 +152,9 @@ class EventProjection(eqx.Module):
         return jax.lax.fori_loop(0, todo, body, buf)
 
 
-@functools.partial(jax.jit, static_argnames=("n",))
-def _csr_by_pre(pre, post, weight, delays, n):
-    order = jnp.argsort(pre, stable=True)
+@functools.partial(jax.jit, static_argnames=("n", "presorted"))
+def _csr_by_pre(pre, post, weight, delays, n, presorted=False):
+    order = jnp.arange(pre.shape[0]) if presorted else jnp.argsort(pre, stable=True)
     counts = jnp.bincount(pre, length=n)
     indptr = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(counts).astype(jnp.int32)])
     nnz = pre.shape[0]
@@ -231,10 +231,13 @@ def projection(edges: Edges, n: int, *, receptor: int, dt: float, delay: Any = N
     delays = None
     max_d = d_const
     if hetero:
-        ds = _delay_steps(np.asarray(edges.delay), dt_, "edges.delay")
-        max_d = int(ds.max()) if ds.size else 0
-        delays = jnp.asarray(ds, jnp.int16 if max_d < 2**15 else jnp.int32)
-    indptr, post_s, w_s, d_s, max_out = _csr_by_pre(edges.pre, edges.post, edges.weight, delays, n)
+        dmin, dmax = (float(v) for v in (jnp.min(edges.delay), jnp.max(edges.delay)))
+        _delay_steps(np.array([dmin, dmax]), dt_, "edges.delay")  # finite and >= 0
+        max_d = int(np.rint(dmax / dt_)) if edges.nnz else 0
+        delays = jnp.rint(edges.delay / dt_).astype(jnp.int16 if max_d < 2**15 else jnp.int32)
+    presorted = bool(jnp.all(edges.pre[1:] >= edges.pre[:-1])) if edges.nnz > 1 else True
+    indptr, post_s, w_s, d_s, max_out = _csr_by_pre(edges.pre, edges.post, edges.weight, delays,
+                                                    n, presorted)
     if block is None:
         block = 32 if jax.default_backend() == "cpu" else None
     elif isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
