@@ -19,7 +19,7 @@ def main():
     src, dst = sys.argv[1], sys.argv[2]
     target = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--target" else "cython"
     import brian2 as b2
-    from brian2 import mV, ms, nS, pF
+    from brian2 import ms, mV, nS, pF
 
     d = np.load(src)
     if target == "cpp_standalone":
@@ -30,8 +30,9 @@ def main():
     b2.start_scope()
     b2.defaultclock.dt = float(d["dt"]) * ms
     n = int(d["n"])
-    C, gl, El, Vt, Vr = 200 * pF, 10 * nS, -60 * mV, -50 * mV, -60 * mV
-    Ee, Ei, taue, taui = 0 * mV, -80 * mV, 5 * ms, 10 * ms
+    # names below are read by Brian2 from this namespace
+    C, gl, El, Vt, Vr = 200 * pF, 10 * nS, -60 * mV, -50 * mV, -60 * mV  # noqa: F841
+    Ee, Ei, taue, taui = 0 * mV, -80 * mV, 5 * ms, 10 * ms  # noqa: F841
     eqs = """
     dv/dt = (gl*(El - v) + ge*(Ee - v) + gi*(Ei - v))/C : volt (unless refractory)
     dge/dt = -ge/taue : siemens
@@ -42,7 +43,7 @@ def main():
     P.v = d["V0"] * mV
     P.ge = d["ge0"] * nS
     P.gi = d["gi0"] * nS
-    we, wi = float(d["we"]) * nS, float(d["wi"]) * nS
+    we, wi = float(d["we"]) * nS, float(d["wi"]) * nS  # noqa: F841
     Ce = b2.Synapses(P, P, on_pre="ge += we")
     Ce.connect(i=d["pre_e"], j=d["post_e"])
     Ci = b2.Synapses(P, P, on_pre="gi += wi")

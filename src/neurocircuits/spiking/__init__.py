@@ -7,14 +7,29 @@ Units: ms, mV, pF, nS, pA, Hz. Every model runs in :func:`neurocircuits.simulate
 """
 
 from . import connectivity, theory
-from .connectivity import (Edges, concat, fixed_in_degree_edges, fixed_probability,
-                           fixed_total_number, from_fixed_in_degree, gap_junction_pairs)
+from .connectivity import (
+                           Edges,
+                           concat,
+                           fixed_in_degree_edges,
+                           fixed_probability,
+                           fixed_total_number,
+                           from_fixed_in_degree,
+                           gap_junction_pairs,
+)
 from .eif import EIF, AdEx
 from .inputs import DC, NoiseInput, PoissonInput, Stimulus, white_noise_for_lif
 from .izhikevich import PRESETS, Izhikevich, IzhState
 from .lif import LIF, Adaptation, IFState
-from .network import (NetworkState, SpikeEvents, SpikeRecorder, SpikingNetwork, check_run,
-                      population_rates, run, spike_events)
+from .network import (
+                           NetworkState,
+                           SpikeEvents,
+                           SpikeRecorder,
+                           SpikingNetwork,
+                           check_run,
+                           population_rates,
+                           run,
+                           spike_events,
+)
 from .propagation import DenseProjection, EventProjection, GatherProjection, projection
 from .stats import cv_isi, firing_rates
 from .synapses import ConductanceExp, CurrentExp, Delta, GapJunctions, STPState, TsodyksMarkram

@@ -15,8 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core.errors import NeurocircuitsError
-from .connectivity import (Edges, concat, fixed_in_degree_edges, fixed_probability,
-                           fixed_total_number, gap_junction_pairs)
+from .connectivity import (
+    Edges,
+    concat,
+    fixed_in_degree_edges,
+    fixed_probability,
+    gap_junction_pairs,
+)
 from .inputs import PoissonInput
 from .izhikevich import Izhikevich
 from .lif import LIF
