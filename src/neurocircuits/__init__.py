@@ -3,7 +3,7 @@
 The public API is re-exported here; families live in submodules (``neurocircuits.rate``, ...).
 """
 
-from . import ising, rate
+from . import ising, rate, spiking
 from ._core import connectivity
 from ._core.connectivity import AbstractCoupling, Dense, GaussianPlusMean
 from ._core.errors import ConfigError, DivergenceError, NeurocircuitsError, ResumeError
@@ -27,5 +27,5 @@ __all__ = [
     "AbstractCoupling", "AbstractIntegrator", "AbstractModel", "AbstractSDEModel", "Batch",
     "ConfigError", "Dense", "DivergenceError", "Euler", "EulerMaruyama", "ExponentialEuler",
     "GaussianPlusMean", "NeuronSharding", "NeurocircuitsError", "RK4", "Record", "ResumeError", "Terms",
-    "RunStore", "Trajectory", "connectivity", "ising", "open_run", "rate", "simulate",
+    "RunStore", "Trajectory", "connectivity", "ising", "open_run", "rate", "simulate", "spiking",
 ]

@@ -19,6 +19,9 @@ REGISTRY: dict[str, str] = {
     "rate-balanced": ".rate_balanced",
     "rate-modular": ".rate_modular",
     "rate-learning": ".rate_learning",
+    "spiking-coba": ".spiking_coba",
+    "spiking-brunel": ".spiking_brunel",
+    "spiking-microcircuit": ".spiking_microcircuit",
 }
 
 
