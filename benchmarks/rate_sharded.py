@@ -22,9 +22,7 @@ import argparse
 import datetime as dt_
 import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -32,27 +30,14 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rate_dense import _median_time, copy_bandwidth  # noqa: E402
 
 import neurocircuits as nc  # noqa: E402
 from neurocircuits._core import connectivity as conn  # noqa: E402
 
 NVLINK_BPS = 450e9  # per direction, NVLink 4 (datasheet figure; not measured here)
-
-
-def _median(fn, repeats=5):
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def copy_bandwidth(n_bytes):
-    x = jax.random.normal(jax.random.key(0), (n_bytes // 4,), jnp.float32)
-    f = jax.jit(lambda a: a * 1.0001)
-    return 2 * n_bytes / _median(lambda: f(x), repeats=10)
 
 
 def step_time(net, n_steps, devices):
@@ -63,7 +48,7 @@ def step_time(net, n_steps, devices):
     if sharding is None:
         net = jax.device_put(net, devices[0])
         u0 = jax.device_put(u0, devices[0])
-    return _median(lambda: nc.simulate(net, u0, **kw).final_state) / n_steps
+    return _median_time(lambda: nc.simulate(net, u0, **kw).final_state) / n_steps
 
 
 def main():
