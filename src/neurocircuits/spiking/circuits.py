@@ -30,7 +30,7 @@ from .propagation import projection
 from .synapses import ConductanceExp, CurrentExp, Delta, GapJunctions, TsodyksMarkram
 
 __all__ = ["coba", "coba_edges", "brunel", "microcircuit", "PD14", "modular_cortex",
-           "psp_to_psc"]
+           "modular_cortex_indegrees", "psp_to_psc"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -263,9 +263,9 @@ def microcircuit(key, *, scale: float = 1.0, dt: float = 0.1, recorder=None,
 # ------------------------------------------------------------------------------------------
 def modular_cortex(key, *, n_modules: int = 4, n_per_module: int = 500,
                    fractions=(0.8, 0.1, 0.1), k_in: int = 50, k_out: int = 10,
-                   w_e: float = 0.5, w_i: float = 1.0, tau_e: float = 5.0, tau_i: float = 10.0,
+                   w_e: float = 0.01, w_i: float = 0.05, tau_e: float = 5.0, tau_i: float = 10.0,
                    E_e: float = 0.0, E_i: float = -80.0, ext_rate: float = 2000.0,
-                   w_ext: float = 0.05, stp_e: TsodyksMarkram | None = None,
+                   w_ext: float = 0.006, stp_e: TsodyksMarkram | None = None,
                    gap_g: float = 0.0, gap_k: int = 4, dt: float = 0.1,
                    propagation: str = "event", recorder=None,
                    max_spikes_per_step: int | None = None):
@@ -278,20 +278,30 @@ def modular_cortex(key, *, n_modules: int = 4, n_per_module: int = 500,
     conductances in Izhikevich units: current :math:`g (E - v)`), optional Tsodyks--Markram
     depression on E synapses, gap junctions within the FS class of each module, and Poisson
     background drive (``ext_rate`` Hz, weight ``w_ext``) into the excitatory receptor.
-    Population labels are (module, class): label = 3 module + class.
+    Population labels are (module, class): label = 3 module + class. ``n_modules = 1`` (or
+    ``k_out = 0``) gives the network without modular structure. The in-degrees are in
+    :func:`modular_cortex_indegrees` (the input of the mean-field theory,
+    :func:`~neurocircuits.spiking.theory.conductance_mean_field`).
+
+    Defaults: weights in Izhikevich conductance units (a jump ``w`` gives the current
+    ``w (E - v)``): ``w_e = 0.01`` (an EPSP of ~1 mV at rest), ``w_i = 0.05``, external drive
+    2000 Hz x 0.006 (RS cells near rheobase), ``dt = 0.1`` ms.
     """
-    f_rs, f_fs, f_lts = fractions
-    n_rs = int(round(f_rs * n_per_module))
-    n_fs = int(round(f_fs * n_per_module))
-    n_lts = n_per_module - n_rs - n_fs
+    n_rs, n_fs, n_lts, k_inh = _cortex_sizes(n_modules, n_per_module, fractions, k_in, k_out)
+    for name, v in (("w_e", w_e), ("w_i", w_i), ("w_ext", w_ext), ("ext_rate", ext_rate),
+                    ("gap_g", gap_g)):
+        if not (np.isfinite(v) and v >= 0):
+            raise NeurocircuitsError(f"{name} must be finite and >= 0, got {v!r}.")
+    for name, v in (("tau_e", tau_e), ("tau_i", tau_i), ("dt", dt)):
+        if not (np.isfinite(v) and v > 0):
+            raise NeurocircuitsError(f"{name} must be > 0 ms, got {v!r}.")
     m = n_per_module
     n = n_modules * m
     types = [("RS", n_rs), ("FS", n_fs), ("LTS", n_lts)] * n_modules
-    izh = Izhikevich.from_types(*types)
+    izh = Izhikevich.from_types(*[t for t in types if t[1] > 0])
     cls = np.tile(np.repeat([0, 1, 2], [n_rs, n_fs, n_lts]), n_modules)
     mod = np.repeat(np.arange(n_modules), m)
     labels = (3 * mod + cls).astype(np.int32)
-    k_inh = max(1, int(round(k_in * (1 - f_rs) / f_rs)))
     keys = jax.random.split(key, 4 * n_modules + 1)
     e_parts, i_parts = [], []
     for a in range(n_modules):
@@ -306,13 +316,16 @@ def modular_cortex(key, *, n_modules: int = 4, n_per_module: int = 500,
             e = fixed_in_degree_edges(keys[4 * a + 1], m, len(others), k_out, weight=w_e,
                                       post_offset=off)
             e_parts.append(Edges(jnp.asarray(others, jnp.int32)[e.pre], e.post, e.weight))
-        i_parts.append(fixed_in_degree_edges(keys[4 * a + 2], m, n_fs + n_lts, k_inh,
-                                             weight=w_i, pre_offset=off + n_rs, post_offset=off))
+        if k_inh > 0:
+            i_parts.append(fixed_in_degree_edges(keys[4 * a + 2], m, n_fs + n_lts, k_inh,
+                                                 weight=w_i, pre_offset=off + n_rs,
+                                                 post_offset=off))
     projs = (projection(concat(*e_parts), n, receptor=0, dt=dt, propagation=propagation,
                         stp=stp_e),
-             projection(concat(*i_parts), n, receptor=1, dt=dt, propagation=propagation))
+             ) + ((projection(concat(*i_parts), n, receptor=1, dt=dt, propagation=propagation),)
+                  if i_parts else ())
     gap = None
-    if gap_g > 0:
+    if gap_g > 0 and n_fs >= 2:
         src, dst = [], []
         for a in range(n_modules):
             members = np.arange(a * m + n_rs, a * m + n_rs + n_fs)
@@ -331,3 +344,53 @@ def modular_cortex(key, *, n_modules: int = 4, n_per_module: int = 500,
         return net.initial_state(k, V0=-65.0 + 5.0 * jax.random.normal(k, (n,)))
 
     return net, init
+
+
+def _cortex_sizes(n_modules, n_per_module, fractions, k_in, k_out):
+    for name, v, lo in (("n_modules", n_modules, 1), ("n_per_module", n_per_module, 3),
+                        ("k_in", k_in, 1), ("k_out", k_out, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise NeurocircuitsError(f"{name} must be an int >= {lo}, got {v!r}.")
+    fr = np.asarray(fractions, np.float64)
+    if fr.shape != (3,) or np.any(~np.isfinite(fr)) or np.any(fr < 0) or \
+            abs(fr.sum() - 1) > 1e-6 or fr[0] <= 0:
+        raise NeurocircuitsError(
+            f"fractions must be three non-negative numbers (RS, FS, LTS) summing to 1 with RS > 0, "
+            f"got {fractions!r}.")
+    n_rs = int(round(fr[0] * n_per_module))
+    n_fs = int(round(fr[1] * n_per_module))
+    n_lts = n_per_module - n_rs - n_fs
+    if k_in > n_rs:
+        raise NeurocircuitsError(
+            f"k_in={k_in} local excitatory inputs exceed the {n_rs} RS cells of a module; "
+            f"allowed: k_in <= {n_rs}.")
+    if n_modules > 1 and k_out > (n_modules - 1) * n_rs:
+        raise NeurocircuitsError(
+            f"k_out={k_out} exceeds the {(n_modules - 1) * n_rs} RS cells of the other modules.")
+    k_inh = int(round(k_in * (1 - fr[0]) / fr[0])) if n_fs + n_lts > 0 else 0
+    k_inh = min(k_inh, n_fs + n_lts)
+    return n_rs, n_fs, n_lts, k_inh
+
+
+def modular_cortex_indegrees(*, n_modules: int = 4, n_per_module: int = 500,
+                             fractions=(0.8, 0.1, 0.1), k_in: int = 50, k_out: int = 10):
+    """In-degrees of :func:`modular_cortex` per (module, class) population, in its label order
+    (label = 3 module + class): ``(K_e, K_i)``, each ``(3 M, 3 M)``, the expected number of
+    synapses a cell of population ``a`` receives from population ``b`` through the excitatory
+    and the inhibitory receptor (inhibitory synapses are drawn from the FS and LTS cells of a
+    module together, so they split in proportion to the class sizes)."""
+    n_rs, n_fs, n_lts, k_inh = _cortex_sizes(n_modules, n_per_module, fractions, k_in, k_out)
+    P = 3 * n_modules
+    K_e, K_i = np.zeros((P, P)), np.zeros((P, P))
+    for a in range(n_modules):
+        for c in range(3):
+            row = 3 * a + c
+            K_e[row, 3 * a] = k_in
+            if n_modules > 1:
+                for b in range(n_modules):
+                    if b != a:
+                        K_e[row, 3 * b] = k_out / (n_modules - 1)
+            if n_fs + n_lts:
+                K_i[row, 3 * a + 1] = k_inh * n_fs / (n_fs + n_lts)
+                K_i[row, 3 * a + 2] = k_inh * n_lts / (n_fs + n_lts)
+    return K_e, K_i
