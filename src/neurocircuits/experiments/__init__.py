@@ -22,6 +22,7 @@ REGISTRY: dict[str, str] = {
     "spiking-coba": ".spiking_coba",
     "spiking-brunel": ".spiking_brunel",
     "spiking-microcircuit": ".spiking_microcircuit",
+    "spiking-cortex": ".spiking_cortex",
 }
 
 
