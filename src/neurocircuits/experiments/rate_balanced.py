@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import equinox as eqx
 import jax
@@ -142,9 +143,11 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     # point (std(h) < quiescent_threshold; frequent at small N) are counted, not averaged
     active = {c: np.where(sim[c] >= config.quiescent_threshold, sim[c], np.nan) for c in cases}
     n_active = {c: np.sum(np.isfinite(active[c]), axis=1) for c in cases}
-    mean = {c: np.nanmean(active[c], axis=1) for c in cases}
-    sem = {c: np.nanstd(active[c], axis=1, ddof=1) / np.sqrt(np.maximum(n_active[c], 1))
-           for c in cases}
+    with warnings.catch_warnings():  # a size with 0 or 1 active network gives NaN, not noise
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = {c: np.nanmean(active[c], axis=1) for c in cases}
+        sem = {c: np.nanstd(active[c], axis=1, ddof=1) / np.sqrt(np.maximum(n_active[c], 1))
+               for c in cases}
     exps = {c: _fit_exponent(sizes, mean[c]) for c in cases}
     exps_th = {c: _fit_exponent(sizes, theory[c]) for c in cases}
     rel_err = {c: float(abs(mean[c][-1] - theory[c][-1]) / theory[c][-1]) for c in cases}
