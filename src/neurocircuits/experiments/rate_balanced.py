@@ -118,7 +118,12 @@ def _coherent_trials(config: Config, J0: float, amplitude: float, key) -> np.nda
 
 
 def _fit_exponent(sizes, values) -> float:
-    return float(np.polyfit(np.log(sizes), np.log(values), 1)[0])
+    """Slope of log(values) vs log(sizes) over the finite, positive values (NaN if < 2)."""
+    sizes, values = np.asarray(sizes, float), np.asarray(values, float)
+    ok = np.isfinite(values) & (values > 0)
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(sizes[ok]), np.log(values[ok]), 1)[0])
 
 
 def run(config: Config, key: jax.Array, ctx: Context) -> Result:
