@@ -13,13 +13,14 @@ bandwidth, whichever is larger; peak figures from the device's datasheet when it
 otherwise measured here with a large matmul and a large copy), the ratio measured / floor, and
 the ratio against a straightforward NumPy implementation of the same equations
 (``benchmarks/ising_numpy_peer.py``, run on this machine's CPU). Results are printed as a table
-and written to ``benchmarks/results/ising_forward[_quick].json`` and
-``benchmarks/results/ising_ml_inverse[_quick].json``.
+and written to ``ising_forward[_quick].json`` and ``ising_ml_inverse[_quick].json`` in the
+results folder (``--out DIR``, default ``benchmarks/results``).
 
 Usage::
 
     python benchmarks/ising_forward.py            # the GPU run (N = 512, 2048; ML 1000 x 1e6)
     python benchmarks/ising_forward.py --quick    # small sizes, runs on a CPU in a minute
+    python benchmarks/ising_forward.py --out DIR  # write the JSON files to DIR
 """
 
 from __future__ import annotations
@@ -219,6 +220,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes (CPU, ~1 minute)")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--out", default=str(RESULTS),
+                    help="folder for the result JSON files (default benchmarks/results)")
     args = ap.parse_args(argv)
     if args.quick:
         sizes, numpy_sizes, ml = (64, 128), (64, 128), (100, 20_000)
@@ -235,10 +238,11 @@ def main(argv=None):
     fwd = bench_forward(sizes, repeats, peaks, numpy_sizes)
     mlr = bench_ml(*ml, peaks, numpy_iters)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
         suffix = "_quick" if args.quick else ""
         for name, rows in (("ising_forward", fwd), ("ising_ml_inverse", mlr)):
-            path = RESULTS / f"{name}{suffix}.json"
+            path = out / f"{name}{suffix}.json"
             path.write_text(json.dumps({"benchmark": name, "quick": args.quick, **env,
                                         "results": rows}, indent=2) + "\n")
             print(f"wrote {path}")

@@ -131,3 +131,117 @@ def test_bad_input():
         inv.fit_meanfield("mf", jnp.zeros(3), jnp.zeros((3, 3)), jnp.zeros(3), jnp.eye(3))
     with pytest.raises(NeurocircuitsError, match="inside"):
         inv.nmf_inverse(jnp.ones(3), jnp.eye(3), jnp.zeros((3, 3)))
+
+
+# --- moment matching on strongly correlated inputs (the regime of N = 512 near beta_c) -------
+
+
+@pytest.fixture(scope="module")
+def collective():
+    """An SK network at beta_c with inputs at t-1 that share a collective mode: C_p has
+    off-diagonal correlation 0.3 (lambda_max(C_p) ~ 0.3 N), as time-windowed moments near
+    beta_c do (N = 512 Monte Carlo: mean off-diagonal 0.07, lambda_max ~ 36). The curvature
+    of the moment-matching problem along that mode grows with N * c."""
+    n, c = 128, 0.3
+    with jax.enable_x64(True):
+        model = KineticIsing.sk(jax.random.key(0), n, J0=1.0, dJ=0.1, H0=0.5, beta=1.11,
+                                dtype=jnp.float64)
+        rng = np.random.default_rng(0)
+        m_p = jnp.asarray(rng.uniform(-0.5, 0.1, n))
+        b = 1 - m_p**2
+        C_p = (1 - c) * jnp.diag(b) + c * jnp.outer(jnp.sqrt(b), jnp.sqrt(b))
+        D_p = b[:, None] * (model.J @ C_p)
+    return model.H, model.J, m_p, C_p, D_p
+
+
+@pytest.mark.parametrize("method", list(mf.METHODS))
+def test_moment_matching_converges_on_collective_mode(collective, method):
+    """Self-consistent data (the method's own forward map) must be inverted exactly, however
+    strong the collective mode. Fails with the published fixed-rate update for Plefka2[t]
+    (period-2 oscillation that grows) — see the next test."""
+    H, J, m_p, C_p, D_p = collective
+    with jax.enable_x64(True):
+        out = mf.METHODS[method](H, J, m_p, C_p, D_p)
+        fit = inv.fit_meanfield(method, out.m, out.D, m_p, C_p, D_p)
+        assert bool(fit.converged), (int(fit.n_iter), float(fit.residual_m))
+        assert int(fit.n_iter) < 1000
+        assert inv.mse(fit.J, J) < 1e-6 * float(jnp.mean(J**2))
+        assert inv.mse(fit.H, H) < 1e-6 * float(jnp.mean(H**2))
+
+
+def test_paper_rates_diverge_on_collective_mode(collective):
+    """The cause of the N = 512 failure: with eta_J = 1/sqrt(N) the paper's update overshoots
+    along the collective mode (Plefka2[t]'s curvature there ~ N * c), so the moment differences
+    grow instead of shrinking; the preconditioned update converges on the same data."""
+    H, J, m_p, C_p, D_p = collective
+    with jax.enable_x64(True):
+        out = mf.plefka2_t_o2(H, J, m_p, C_p, D_p)
+        start = float(jnp.mean(out.D**2))  # mean squared difference at J = 0, D_hat = 0
+        paper = inv.fit_meanfield("plefka2_t_o2", out.m, out.D, m_p, C_p, D_p, update="paper",
+                                  max_iter=60)
+        assert not bool(paper.converged)
+        assert float(paper.residual_D) > 5 * start
+        assert inv.mse(paper.J, J) > 1e3 * float(jnp.mean(J**2))
+
+
+def test_nmf_moment_matching_on_correlated_data(collective):
+    """nMF's D_hat = A J diag(1 - m_p^2) ignores C_p, so on correlated data (here from Plefka[t]
+    o1) its fixed point is explicit, J* = D / ((1-m^2)(1-m_p^2)), H* = atanh m - J* m_p, and far
+    from the truth. The preconditioned update reaches it; the paper's update saturates the
+    fields (1 - m_hat^2 -> 0, so D_hat -> 0) and J then grows without bound."""
+    H, J, m_p, C_p, D_p = collective
+    with jax.enable_x64(True):
+        out = mf.plefka_t_o1(H, J, m_p, C_p, D_p)
+        J_star = out.D / ((1 - out.m**2)[:, None] * (1 - m_p**2)[None, :])
+        H_star = jnp.arctanh(out.m) - J_star @ m_p
+        fit = inv.fit_meanfield("nmf", out.m, out.D, m_p, C_p)
+        assert bool(fit.converged)
+        assert inv.mse(fit.J, J_star) < 1e-10 * float(jnp.mean(J_star**2))
+        assert inv.mse(fit.H, H_star) < 1e-10 * float(jnp.mean(H_star**2))
+        assert inv.mse(fit.J, J) > 10 * float(jnp.mean(J**2))  # biased: reported, not hidden
+        paper = inv.fit_meanfield("nmf", out.m, out.D, m_p, C_p, update="paper", max_iter=500)
+        assert not bool(paper.converged)
+        assert float(jnp.max(jnp.abs(paper.J))) > 10 * float(jnp.max(jnp.abs(J_star)))
+
+
+@pytest.mark.parametrize("update", inv.UPDATES)
+def test_field_bound_is_not_reported_as_converged(stationary, update):
+    """With h_bound the fields cannot reach the moment-matching point; the fit must say so
+    (the residual is the unprojected m - m_hat, not the clipped step)."""
+    H, J, st = stationary
+    with jax.enable_x64(True):
+        args = [jnp.asarray(a) for a in (st.m, st.C, st.D)]
+        free = inv.fit_meanfield("plefka_t_o1", st.m, st.D, *args, update=update)
+        assert bool(free.converged)
+        bound = 0.5 * float(jnp.max(jnp.abs(free.H)))
+        fit = inv.fit_meanfield("plefka_t_o1", st.m, st.D, *args, update=update, h_bound=bound,
+                                max_iter=3000)
+        assert not bool(fit.converged)
+        assert float(fit.residual_m) > 1e-6
+        assert float(jnp.max(jnp.abs(fit.H))) < 1.5 * bound
+
+
+def test_preconditioned_and_paper_updates_share_fixed_points(stationary):
+    """Where the paper's update converges, both updates give the same answer."""
+    H, J, st = stationary
+    with jax.enable_x64(True):
+        args = [jnp.asarray(a) for a in (st.m, st.C, st.D)]
+        for method in ("tap", "plefka_t_o2", "plefka2_t_o2"):
+            a = inv.fit_meanfield(method, st.m, st.D, *args)
+            b = inv.fit_meanfield(method, st.m, st.D, *args, update="paper")
+            assert bool(a.converged) and bool(b.converged)
+            # both stop once the mean squared moment differences are < 1e-12
+            assert inv.mse(a.J, b.J) < 1e-7 * np.mean(J**2), method
+            assert inv.mse(a.H, b.H) < 1e-7 * np.mean(H**2), method
+
+
+def test_moment_matching_bad_input():
+    z3, e3 = jnp.zeros(3), jnp.eye(3)
+    with pytest.raises(NeurocircuitsError, match="update must be one of"):
+        inv.fit_meanfield("nmf", z3, jnp.zeros((3, 3)), z3, e3, update="newton")
+    with pytest.raises(NeurocircuitsError, match="covariance must be"):
+        inv.fit_meanfield("plefka_t_o1", z3, jnp.zeros((3, 3)), z3, e3, covariance="full")
+    with pytest.raises(NeurocircuitsError, match="positive definite"):
+        inv.fit_meanfield("plefka_t_o1", z3, jnp.zeros((3, 3)), z3, jnp.ones((3, 3)))
+    # a singular C_p is fine for the paper's update and for nMF's diagonal preconditioner
+    inv.fit_meanfield("nmf", z3, jnp.zeros((3, 3)), z3, jnp.ones((3, 3)), max_iter=5)

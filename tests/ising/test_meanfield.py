@@ -202,3 +202,107 @@ def test_bad_input():
     with pytest.raises(NeurocircuitsError, match="c_reference"):
         mf.plefka2_t_o2(jnp.zeros(3), jnp.zeros((3, 3)), jnp.zeros(3), jnp.eye(3),
                         jnp.zeros((3, 3)), c_reference="now")
+
+
+@pytest.mark.parametrize("x64", [True, False])
+def test_solve_theta_large_reaction_term(x64):
+    """Newton-if-inside-the-bracket crept for hundreds of iterations at large |V| (e.g.
+    h = 8.487, V = 9.909 stayed at theta = -1.39 after 60 iterations, residual 18.6), which
+    broke TAP moment matching once the inferred couplings made V ~ 5-10. The rtsafe-style
+    safeguard solves every (h, V) on a wide grid to the tolerance."""
+    rng = np.random.default_rng(0)
+    h = np.concatenate([[8.48705045], rng.uniform(-20, 20, 20000)])
+    V = np.concatenate([[9.90940267], rng.uniform(-10, 10, 20000)])
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        th, res = mf.solve_theta(jnp.asarray(h, dtype), jnp.asarray(V, dtype))
+        assert float(res) <= mf._tol(dtype)
+    th = np.asarray(th, float)
+    assert abs(th[0] - 0.98847851) < (1e-7 if x64 else 1e-4)
+    rel = np.abs(th - h + V * np.tanh(th)) / (1 + np.abs(h) + np.abs(V))
+    assert rel.max() < (1e-10 if x64 else 1e-5)
+
+
+def _plefka_t_o2_authors(H, J, m, C, n_steps):
+    """Plefka[t] o2 exactly as the authors' NumPy code writes it (einsum forms; TAP equation
+    in m solved by Newton from m_{t-1}), float64."""
+    out = []
+    for _ in range(n_steps):
+        m_p, C_p = m, C
+        V = np.einsum("ij,il,jl->i", J, J, C_p)
+        heff = H + J @ m_p
+        x = m_p.copy()
+        for _ in range(100):
+            f = np.tanh(heff - x * V) - x
+            x = x - f / (-V * (1 - np.tanh(heff - x * V) ** 2) - 1)
+        m = x
+        C = np.einsum("i,k,ij,kl,jl->ik", 1 - m**2, 1 - m**2, J, J, C_p)
+        np.fill_diagonal(C, 1 - m**2)
+        D = np.einsum("i,ij,jl->il", 1 - m**2, J, C_p)
+        D += np.einsum("i,ij,il,jl,l->il", 2 * m * (1 - m**2), J, J, C_p, m_p)
+        out.append((m, C, D))
+    return out
+
+
+@pytest.fixture(scope="module")
+def sk64_beta_c():
+    """N = 64 SK network (J0 = 1, dJ = 0.1, H0 = 0.5) at beta_c = 1.1108 from s_0 = 1, a draw
+    on which Plefka[t] o2 diverges (as do draws at N = 512: seed 0 of the experiment)."""
+    from neurocircuits.ising import KineticIsing
+
+    model = KineticIsing.sk(jax.random.key(3), 64, J0=1.0, dJ=0.1, H0=0.5, beta=1.1108398)
+    return np.asarray(model.H, float), np.asarray(model.J, float)
+
+
+def test_plefka_t_o2_instability_is_in_the_equations(sk64_beta_c):
+    """Near beta_c the Plefka[t] o2 correlation recursion C_t = A J C_{t-1} J^T A grows by
+    ~rho(AJ)^2 > 1 per step and its reaction term V = diag(J C J^T) pins m at 0: C diverges.
+    Our float64 and float32 runs follow the authors' equations step by step into the
+    divergence, and MFTrajectory flags it (|C| > 1 is no covariance of +-1 spins)."""
+    H, J = sk64_beta_c
+    n_steps = 48
+    ref = _plefka_t_o2_authors(H, J, np.ones(64), np.zeros((64, 64)), n_steps)
+    ref_first_bad = 1 + next(t for t, (m, C, D) in enumerate(ref) if np.abs(C).max() > 1)
+    assert 20 < ref_first_bad < n_steps
+    with jax.enable_x64(True):
+        tr = mf.run("plefka_t_o2", jnp.asarray(H), jnp.asarray(J), jnp.ones(64),
+                    n_steps=n_steps)
+        for t in range(1, n_steps + 1):
+            m, C, D = ref[t - 1]
+            scale = max(1.0, np.abs(C).max())
+            np.testing.assert_allclose(tr.m[t], m, atol=1e-9)
+            np.testing.assert_allclose(tr.C[t], C, atol=1e-9 * scale)
+            np.testing.assert_allclose(tr.D[t], D, atol=1e-9 * scale)
+        assert bool(tr.converged)  # every TAP equation was solved: the blow-up is not numerics
+        assert not bool(tr.valid)
+        assert int(tr.first_invalid_step) == ref_first_bad
+        assert np.abs(np.asarray(tr.C[-1])).max() > 10
+        # growth per step of the collective mode ~ (beta lambda_max(J))^2 once m ~ 0
+        off = ~np.eye(64, dtype=bool)
+        c = np.array([np.asarray(C)[off].mean() for C in tr.C[-8:]])
+        lam = np.max(np.linalg.eigvals(J).real)
+        np.testing.assert_allclose(c[1:] / c[:-1], lam**2, rtol=0.05)
+    # float32 is no different (the GPU run diverged in float32; so does float64)
+    tr32 = mf.run("plefka_t_o2", jnp.asarray(H, jnp.float32), jnp.asarray(J, jnp.float32),
+                  jnp.ones(64, jnp.float32), n_steps=n_steps)
+    assert int(tr32.first_invalid_step) == ref_first_bad
+
+
+@pytest.mark.parametrize("method", [m for m in mf.METHODS if m != "plefka_t_o2"])
+def test_other_methods_stay_bounded_near_beta_c(sk64_beta_c, method):
+    """On the network where Plefka[t] o2 diverges every other method stays inside the bounds
+    of +-1-spin moments (in float32, as on the GPU)."""
+    H, J = sk64_beta_c
+    tr = mf.run(method, jnp.asarray(H, jnp.float32), jnp.asarray(J, jnp.float32),
+                jnp.ones(64, jnp.float32), n_steps=48)
+    assert bool(tr.converged) and bool(tr.valid), int(tr.first_invalid_step)
+    assert tr.in_bounds.shape == (49,)
+
+
+def test_moments_in_bounds():
+    m = jnp.array([[0.5, -1.0], [0.5, 0.2]])
+    C = jnp.stack([jnp.eye(2), jnp.array([[1.0, 1.5], [1.5, 1.0]])])
+    D = jnp.zeros((2, 2, 2))
+    np.testing.assert_array_equal(mf.moments_in_bounds(m, C, D), [True, False])
+    D = D.at[0, 0, 1].set(jnp.nan)
+    np.testing.assert_array_equal(mf.moments_in_bounds(m, C, D), [False, False])

@@ -14,6 +14,14 @@ plus exact maximum likelihood from a subset of the trajectories, the reconstruct
 entropy production when the inferred model is rescaled by :math:`\beta`, and the time per
 forward step and per inverse fit.
 
+Every forward prediction is checked against the bounds that moments of ±1 spins obey
+(``forward_valid``; :attr:`~neurocircuits.ising.meanfield.MFTrajectory.in_bounds`): Plefka[t]
+order 2 can diverge at and above :math:`\beta_c` (an instability of its equations, see
+:mod:`neurocircuits.ising.meanfield`), and that is reported, not hidden. Moment matching uses the
+preconditioned update of :func:`~neurocircuits.ising.inverse.fit_meanfield`; the paper's
+fixed-rate update is run alongside (``inverse_paper_update``), as it does not converge for every
+method at ``N = 512`` near :math:`\beta_c`.
+
 Reference: Aguilera, Moosavi & Shimazaki, Nat. Commun. 12, 1197 (2021), Figs. 3-6.
 """
 
@@ -107,6 +115,8 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     betas_rel = np.asarray(config.beta_rel, float)
     methods = list(config.methods)
     eps = np.full((len(methods), len(betas_rel), 3), np.nan)
+    valid = np.zeros((len(methods), len(betas_rel)), bool)
+    first_invalid = np.full((len(methods), len(betas_rel)), -1, int)
     mean_traj = {}  # at beta_c: population means over time
     sigma_mc = np.zeros(len(betas_rel))
     C_mc = np.zeros(len(betas_rel))
@@ -132,6 +142,8 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
             mean_traj["MC"] = (mom.m.mean(1), mom.C[:, off].mean(1), mom.D.mean((1, 2)))
         for k, name in enumerate(methods):
             tr = mf.run(name, model.H, model.J, s0, n_steps=T)
+            valid[k, b] = bool(tr.valid)
+            first_invalid[k, b] = int(tr.first_invalid_step)
             tr = jax.tree.map(np.asarray, tr)
             eps[k, b] = _errors(mom, tr)
             if np.isclose(br, 1.0):
@@ -145,7 +157,7 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     # ---- inverse problem at beta_c ----
     m_t, c_t, d_t, m_p, c_p, d_p = _window_moments(mom_c)
     H_true, J_true = np.asarray(model_c.H), np.asarray(model_c.J)
-    inv_err, inv_time, inv_iter, inv_conv, fits = {}, {}, {}, {}, {}
+    inv_err, inv_time, inv_iter, inv_conv, fits, paper = {}, {}, {}, {}, {}, {}
     for name in methods:
         t0 = time.perf_counter()
         fit = inv.fit_meanfield(name, m_t, d_t, m_p, c_p, d_p,
@@ -156,6 +168,14 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
         inv_iter[name] = int(fit.n_iter)
         inv_conv[name] = bool(fit.converged)
         fits[name] = fit
+        # the published fixed-rate update (eta_H = 0.1, eta_J = 1/sqrt(N)), for comparison
+        t0 = time.perf_counter()
+        pf = inv.fit_meanfield(name, m_t, d_t, m_p, c_p, d_p, update="paper",
+                               max_iter=config.inverse_max_iter)
+        pf.J.block_until_ready()
+        paper[name] = {"converged": bool(pf.converged), "iterations": int(pf.n_iter),
+                       "eps_H": inv.mse(pf.H, H_true), "eps_J": inv.mse(pf.J, J_true),
+                       "time_s": time.perf_counter() - t0}
     closed = {"nmf_closed": inv.nmf_inverse(m_t, c_p, d_t, m_p),
               "tap_closed": inv.tap_inverse(m_t, c_p, d_t, m_p),
               "emf_closed": inv.emf_inverse(m_t, c_p, d_t, m_p)}
@@ -174,16 +194,21 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     inv_iter["ml"] = int(ml.n_iter)
 
     # ---- reconstruction: rescale the inferred model by beta_rel, predict sigma ----
-    recon = {}
+    recon, rec_valid = {}, {}
     for name in methods:
         fit = fits[name]
         rec = inv.reconstruct(name, fit.H, fit.J, jnp.asarray(betas_rel), s0=s0, n_steps=T,
                               window=T - T // 2)
         recon[name] = np.asarray(rec.sigma)
+        rec_valid[name] = bool(np.all(np.asarray(rec.valid)))
     rec_err = {name: float(np.mean((recon[name] - sigma_mc) ** 2 / np.maximum(sigma_mc, 1e-12)
                                    ** 2)) for name in methods}
 
     ib = int(np.argmin(np.abs(betas_rel - 1.0)))
+    # "best" among the predictions that are admissible moments of +-1 spins at all
+    ok = valid[:, ib]
+    best = {q: (methods[int(np.nanargmin(np.where(ok, eps[:, ib, i], np.inf)))]
+                if ok.any() else None) for i, q in enumerate("mCD")}
     summary = {
         "beta_c": beta_c,
         "n": n,
@@ -192,21 +217,29 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
         "eps_m": {name: eps[k, ib, 0] for k, name in enumerate(methods)},
         "eps_C": {name: eps[k, ib, 1] for k, name in enumerate(methods)},
         "eps_D": {name: eps[k, ib, 2] for k, name in enumerate(methods)},
-        "best_eps_C": methods[int(np.nanargmin(eps[:, ib, 1]))],
-        "best_eps_D": methods[int(np.nanargmin(eps[:, ib, 2]))],
+        "forward_valid": {name: bool(valid[k, ib]) for k, name in enumerate(methods)},
+        "forward_first_invalid_step": {name: int(first_invalid[k, ib])
+                                       for k, name in enumerate(methods)},
+        "forward_valid_all_betas": {name: bool(valid[k].all()) for k, name in enumerate(methods)},
+        "best_eps_C": best["C"],
+        "best_eps_D": best["D"],
         "eps_H": {k: v[0] for k, v in inv_err.items()},
         "eps_J": {k: v[1] for k, v in inv_err.items()},
         "inverse_converged": inv_conv,
         "inverse_iterations": inv_iter,
         "time_per_step_s": t_step,
         "inverse_time_s": inv_time,
+        "inverse_paper_update": paper,
         "monte_carlo_time_s": t_mc,
         "sigma_mc": sigma_mc.tolist(),
         "reconstruction_sigma_rel_mse": rec_err,
+        "reconstruction_valid": rec_valid,
     }
     data = xr.Dataset(
         {
             "eps": (("method", "beta_rel", "moment"), eps),
+            "valid": (("method", "beta_rel"), valid),
+            "first_invalid_step": (("method", "beta_rel"), first_invalid),
             "sigma_mc": (("beta_rel",), sigma_mc),
             "sigma_reconstructed": (("method", "beta_rel"), np.stack([recon[m] for m in methods])),
             "C_mc": (("beta_rel",), C_mc),
@@ -220,6 +253,33 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
              f"beta_c = {beta_c:.6g}; truth from {config.n_trajectories} trajectories of T = {T} "
              f"steps (Rao-Blackwellised); device {jax.devices()[0].device_kind}, float32 with "
              "highest matmul precision.")
+    for k, name in enumerate(methods):
+        bad = [f"{br:g}" for br, v in zip(betas_rel, valid[k], strict=True) if not v]
+        if bad:
+            notes += (f" Forward {name}: the prediction leaves the bounds of +-1-spin moments "
+                      f"(|C| or |D| > 1, or non-finite) at beta/beta_c = {', '.join(bad)}"
+                      + (f" (at beta_c from step {first_invalid[k, ib]})" if not valid[k, ib]
+                         else "")
+                      + "; its errors there are those of a diverged recursion"
+                      + (" (Plefka[t] o2's correlation recursion is unstable once "
+                         "rho((1-m^2)J) > 1, see neurocircuits.ising.meanfield)."
+                         if name == "plefka_t_o2" else "."))
+    notes += (" Inverse: moment matching with the preconditioned update (moment differences "
+              "times the inverse input covariance; stable for any N); 'inverse_paper_update' "
+              "has the published fixed-rate update (eta_H = 0.1, eta_J = 1/sqrt(N)) for "
+              "comparison, which converged for "
+              + (", ".join(k for k, v in paper.items() if v["converged"]) or "none")
+              + " and not for "
+              + (", ".join(k for k, v in paper.items() if not v["converged"]) or "none")
+              + ". nMF and TAP (Plefka[t-1,t]) moment matching ignore the correlations at t-1, "
+              "so on correlated data their fixed points are far from the true couplings.")
+    not_conv = [k for k, v in inv_conv.items() if not v]
+    if not_conv:
+        notes += f" Not converged: {', '.join(not_conv)}."
+    not_rec = [k for k, v in rec_valid.items() if not v]
+    if not_rec:
+        notes += (f" Reconstruction left the +-1-spin bounds for {', '.join(not_rec)} at some "
+                  "beta (its sigma error is that of a diverged forward run).")
     return Result(summary=summary, data=data, figures=figures, notes=notes)
 
 

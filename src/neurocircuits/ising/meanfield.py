@@ -51,6 +51,21 @@ Every self-consistent scalar equation :math:`\theta = h - V\tanh\theta` is solve
 method safeguarded with bisection on the bracket :math:`[h-|V|, h+|V|]` (which always holds a
 root), so the solve cannot diverge even when ``V < 0``.
 
+Stability of Plefka[t] order 2 near :math:`\beta_c`. Its correlations obey the linear recursion
+:math:`C_t = A_tJC_{t-1}J^\top A_t` (plus the diagonal), whose growth factor along the
+collective mode is :math:`\rho(A_tJ)^2`; and :math:`C_t` feeds back into the reaction term
+:math:`V_i = (JC_{t-1}J^\top)_{ii}`, which pulls :math:`m_i` towards 0 and so raises
+:math:`A_t = \mathrm{diag}(1-m_t^2)` towards the identity. Once :math:`\rho(A_tJ) > 1` (possible
+when :math:`\beta\lambda_{\max}(J) > 1`, i.e. at and above :math:`\beta_c` of the SK networks
+of the paper, whenever the magnetisation passes near 0 or the TAP-corrected :math:`m` is small)
+the loop closes: ``C`` grows by :math:`\approx(\beta\lambda_{\max})^2` per step without bound,
+``m`` is pinned at 0. This is a property of the equations (the authors' NumPy code, run in
+float64, diverges identically on the same networks), not of float32 or of this implementation;
+:attr:`MFTrajectory.in_bounds` flags it (``|C_ik| > 1`` cannot be a covariance of ±1 spins).
+The other methods stay bounded in the same conditions: nMF/Plefka[t] o1 have no such term,
+TAP's :math:`V` does not depend on ``C``, Plefka[t-1] computes ``C`` by a bounded integral of
+``tanh``, and Plefka2[t] solves bounded pairwise models.
+
 Note on the TAP delayed correlation: the factor 2 in :math:`1 + 2J_{il}m_im_{l,t-1}` is the
 second-order Taylor term (the third central moment of a ±1 spin is :math:`-2m(1-m^2)`); the
 authors' public code uses a factor 1 for ``tap`` and 2 for ``plefka_t_o2``. We use 2 for both,
@@ -92,6 +107,8 @@ __all__ = [
     "initial_moments",
     "run",
     "solve_theta",
+    "moments_in_bounds",
+    "INPUT_COVARIANCE",
 ]
 
 _P = "highest"
@@ -108,52 +125,82 @@ class MFStep(eqx.Module):
 
 
 class MFTrajectory(eqx.Module):
-    """``m (T+1, N)``, ``C (T+1, N, N)``, ``D (T+1, N, N)`` from :func:`run` (index 0 is the
-    initial condition); ``residual (T+1,)``; ``converged`` is ``max(residual) <= tol``."""
+    r"""``m (T+1, N)``, ``C (T+1, N, N)``, ``D (T+1, N, N)`` from :func:`run` (index 0 is the
+    initial condition); ``residual (T+1,)``; ``converged`` is ``max(residual) <= tol`` (the
+    self-consistent equations were solved).
+
+    ``in_bounds (T+1,)`` says, per step, whether the prediction is finite and could be the
+    moments of ±1 spins at all: :math:`|m_i| \le 1`, :math:`|C_{ik}| \le 1`,
+    :math:`|D_{il}| \le 1` (up to rounding). A method whose recursion has become unstable
+    (e.g. ``plefka_t_o2`` near :math:`\beta_c`, see the module docstring) leaves these bounds;
+    ``valid`` is ``all(in_bounds)``. Both are reported, never hidden or clipped.
+    """
 
     m: Float[Array, "t n"]
     C: Float[Array, "t n n"]
     D: Float[Array, "t n n"]
     residual: Float[Array, " t"]
     converged: Array
+    in_bounds: Array
+
+    @property
+    def valid(self) -> Array:
+        """``True`` if every step is finite and inside the bounds of ±1-spin moments."""
+        return jnp.all(self.in_bounds)
+
+    @property
+    def first_invalid_step(self) -> Array:
+        """The first step ``t`` whose prediction is out of bounds, or ``-1`` if none."""
+        bad = ~self.in_bounds
+        return jnp.where(jnp.any(bad), jnp.argmax(bad), -1)
 
 
 def _tol(dtype):
     return 1e-11 if jnp.finfo(dtype).bits == 64 else 2e-6
 
 
-def solve_theta(h, V, *, max_iter: int = 60):
+def solve_theta(h, V, *, max_iter: int = 200):
     r"""Solve :math:`\theta = h - V\tanh\theta` elementwise (any shapes that broadcast).
 
-    Newton's method safeguarded by bisection on :math:`[h-|V|, h+|V|]`. Returns
-    ``(theta, residual)`` with ``residual`` the largest :math:`|\theta - h + V\tanh\theta|`.
+    Newton's method safeguarded by bisection on the bracket :math:`[h-|V|, h+|V|]` (which
+    always holds a root), in the manner of Numerical Recipes' ``rtsafe``: a Newton step is
+    taken only if it lands inside the bracket *and* is at most half the step before last;
+    otherwise the bracket is bisected. (Plain "Newton if inside the bracket" can creep for
+    hundreds of iterations on this sigmoid-shaped equation when :math:`|V|` is large, e.g.
+    :math:`h = 8.5, V = 9.9`, alternating between the flat tails.) The bracket therefore at
+    least halves every two iterations, so ``max_iter = 200`` is ample for any finite input.
+    Returns ``(theta, residual)`` with ``residual`` the largest
+    :math:`|\theta - h + V\tanh\theta| / (1 + |h| + |V|)` (relative to the size of the terms,
+    so that it can reach the tolerance in float32 too).
     """
     h, V = jnp.broadcast_arrays(h, V)
     tol = _tol(h.dtype)
     lo, hi = h - jnp.abs(V), h + jnp.abs(V)
     theta0 = jnp.clip(h - V * jnp.tanh(h), lo, hi)
+    width = hi - lo
+    scale = 1.0 + jnp.abs(h) + jnp.abs(V)
 
     def g(th):
-        return th - h + V * jnp.tanh(th)
+        return (th - h + V * jnp.tanh(th)) / scale
 
     def cond(c):
-        th, lo, hi, it = c
+        th, lo, hi, dx, dx_old, it = c
         return (it < max_iter) & (jnp.max(jnp.abs(g(th)), initial=0.0) > tol)
 
     def body(c):
-        th, lo, hi, it = c
+        th, lo, hi, dx, dx_old, it = c
         t = jnp.tanh(th)
         gv = th - h + V * t
         gp = 1.0 + V * (1.0 - t * t)
         lo = jnp.where(gv < 0, th, lo)
         hi = jnp.where(gv > 0, th, hi)
-        new = th - gv / jnp.where(gp > 0, gp, 1.0)
-        ok = (gp > 0) & (new > lo) & (new < hi)
-        new = jnp.where(ok, new, 0.5 * (lo + hi))
+        newton = th - gv / jnp.where(gp > 0, gp, 1.0)
+        ok = (gp > 0) & (newton > lo) & (newton < hi) & (jnp.abs(newton - th) <= 0.5 * dx_old)
+        new = jnp.where(ok, newton, 0.5 * (lo + hi))
         new = jnp.where(gv == 0, th, new)
-        return new, lo, hi, it + 1
+        return new, lo, hi, jnp.abs(new - th), dx, it + 1
 
-    th, *_ = jax.lax.while_loop(cond, body, (theta0, lo, hi, 0))
+    th, *_ = jax.lax.while_loop(cond, body, (theta0, lo, hi, width, width, 0))
     return th, jnp.max(jnp.abs(g(th)), initial=0.0)
 
 
@@ -324,6 +371,20 @@ METHODS: dict[str, Callable[..., MFStep]] = {
     "plefka2_t_o2": plefka2_t_o2,
 }
 
+#: The covariance of the spins at ``t - 1`` that each method's delayed correlation uses to
+#: first order in ``J``: Plefka[t-1,t] (nMF, TAP) treats the spins at ``t - 1`` as independent,
+#: :math:`D \approx AJ\,\mathrm{diag}(1-m_{t-1}^2)`; every other method uses the given
+#: :math:`C_{t-1}`, :math:`D \approx AJC_{t-1}`. :func:`~neurocircuits.ising.inverse.fit_meanfield`
+#: preconditions its coupling update with the inverse of this matrix.
+INPUT_COVARIANCE = {
+    "nmf": "independent",
+    "tap": "independent",
+    "plefka_t_o1": "data",
+    "plefka_t_o2": "data",
+    "plefka_t1_o1": "data",
+    "plefka2_t_o2": "data",
+}
+
 #: names used in figures and the paper
 LABELS = {
     "nmf": "P[t-1,t] o1 (nMF)",
@@ -406,5 +467,18 @@ def _run(fn, H, J, m0, C0, D0, n_steps):
     _, outs = jax.lax.scan(body, (m0, C0, D0), None, length=n_steps)
     cat = lambda x0, xs: jnp.concatenate([x0[None], xs], 0)  # noqa: E731
     res = cat(jnp.zeros((), J.dtype), outs.residual)
-    return MFTrajectory(cat(m0, outs.m), cat(C0, outs.C), cat(D0, outs.D), res,
-                        jnp.max(res) <= 10 * _tol(J.dtype))
+    m, C, D = cat(m0, outs.m), cat(C0, outs.C), cat(D0, outs.D)
+    return MFTrajectory(m, C, D, res, jnp.max(res) <= 10 * _tol(J.dtype),
+                        moments_in_bounds(m, C, D))
+
+
+def moments_in_bounds(m, C, D) -> Array:
+    r"""Whether moments ``m (..., N)``, ``C (..., N, N)``, ``D (..., N, N)`` are finite and
+    within the bounds that any ±1 spins obey, :math:`|m|, |C|, |D| \le 1` (with a slack of
+    ``1e-5`` for rounding); one boolean per leading index."""
+    slack = 1.0 + 1e-5
+
+    def ok(x, axes):
+        return jnp.all(jnp.isfinite(x) & (jnp.abs(x) <= slack), axis=axes)
+
+    return ok(m, -1) & ok(C, (-2, -1)) & ok(D, (-2, -1))
