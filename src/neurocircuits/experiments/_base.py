@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import types
 import typing
@@ -77,8 +78,15 @@ class Experiment:
     title: str
     config: type
     run: Callable[..., Result]
-    description: str = ""
+    description: str = ""  # default: the second paragraph of the run function's module doc
     headline: tuple[str, ...] = ()  # summary keys printed on the one-line result
+
+    def __post_init__(self):
+        if not self.description:
+            doc = getattr(sys.modules.get(self.run.__module__), "__doc__", None) or ""
+            paragraphs = doc.split("\n\n")
+            if len(paragraphs) > 1:
+                object.__setattr__(self, "description", paragraphs[1].replace("\n", " "))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -228,6 +228,5 @@ EXPERIMENT = Experiment(
     title="Asymmetric SK kinetic Ising: exact phase diagram and entropy production vs simulation",
     config=Config,
     run=run,
-    description=__doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
     headline=("sigma_rel_err", "beta_transition_sim_params", "async_m_abs_err_max"),
 )

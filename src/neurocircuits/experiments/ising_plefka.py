@@ -352,6 +352,5 @@ EXPERIMENT = Experiment(
     title="Plefka mean-field family vs Monte Carlo on an asymmetric SK kinetic Ising network",
     config=Config,
     run=run,
-    description=__doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
     headline=("beta_c", "best_eps_C", "best_eps_D"),
 )

@@ -255,6 +255,5 @@ EXPERIMENT = Experiment(
     title="Critical vs inhibition-dominated balance: std(h) vs N with theory; coherent states",
     config=Config,
     run=run,
-    description=__doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
     headline=("h_std_exponent_critical", "h_std_exponent_inhibitory", "h_std_theory_rel_err"),
 )

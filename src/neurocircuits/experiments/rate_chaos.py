@@ -217,6 +217,5 @@ EXPERIMENT = Experiment(
     title="SCS transition to chaos: Delta0(g) and autocorrelation, simulation vs DMFT",
     config=Config,
     run=run,
-    description=__doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
     headline=("g_c_sim", "delta0_rel_err_max", "tau_ac_rel_err_max"),
 )

@@ -402,6 +402,5 @@ EXPERIMENT = Experiment(
           "representation",
     config=Config,
     run=run,
-    description=__doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
     headline=("heldout_nrmse", "relearn_updates", "new_updates"),
 )

@@ -201,7 +201,6 @@ EXPERIMENT = Experiment(
     title="Module-wise synchrony of a modular balanced network: theory vs simulation",
     config=Config,
     run=run,
-    description=__doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
     headline=("module_var_rel_err", "within_between_corr_ratio",
               "within_between_corr_ratio_theory"),
 )

@@ -164,6 +164,5 @@ EXPERIMENT = Experiment(
     title="Brunel (2000) phase points: AI vs SR, rates vs Siegert self-consistency",
     config=Config,
     run=run_experiment,
-    description=__doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
     headline=("rate_ai_hz", "rate_ai_rel_err", "state_ai", "state_sr"),
 )

@@ -157,6 +157,5 @@ EXPERIMENT = Experiment(
     title="COBA benchmark (Vogels & Abbott 2005 / Brette et al. 2007): rates, CV, raster",
     config=Config,
     run=run_experiment,
-    description=__doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
     headline=("rate_e_hz", "rate_i_hz", "cv_isi_mean"),
 )

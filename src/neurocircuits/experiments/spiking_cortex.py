@@ -222,6 +222,5 @@ EXPERIMENT = Experiment(
     title="Modular RS/FS/LTS Izhikevich cortex: module-wise synchrony, mean-field theory",
     config=Config,
     run=run_experiment,
-    description=__doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
     headline=("within_module_corr", "between_module_corr", "theory_rate_rel_err_max"),
 )

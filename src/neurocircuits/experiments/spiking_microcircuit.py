@@ -105,6 +105,5 @@ EXPERIMENT = Experiment(
     title="Potjans & Diesmann (2014) microcircuit: layer-wise rates vs published",
     config=Config,
     run=run_experiment,
-    description=__doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
     headline=("rate_rel_err_max", "construction_s", "real_time_factor"),
 )

@@ -49,6 +49,11 @@ def _delay_steps(delay, dt, name="delay"):
     return np.rint(d / dt).astype(np.int64)
 
 
+def _add_delayed(buf, x, k, delay, receptor):
+    """Add the input ``x`` of step ``k`` to the ring-buffer slot read at step ``k + 1 + delay``."""
+    return buf.at[(k + 1 + delay) % buf.shape[0], receptor].add(x)
+
+
 class DenseProjection(eqx.Module):
     """A dense weight matrix ``(N, N)`` into one receptor with one delay (steps)."""
 
@@ -64,8 +69,7 @@ class DenseProjection(eqx.Module):
 
     def deliver(self, buf, spiked, eff, k, idx=None, n_spikes=None):
         x = jnp.matmul(self.matrix, eff, precision="highest")
-        slot = (k + 1 + self.delay) % buf.shape[0]
-        return buf.at[slot, self.receptor].add(x)
+        return _add_delayed(buf, x, k, self.delay, self.receptor)
 
 
 class GatherProjection(eqx.Module):
@@ -85,8 +89,7 @@ class GatherProjection(eqx.Module):
 
     def deliver(self, buf, spiked, eff, k, idx=None, n_spikes=None):
         x = jnp.sum(self.weights * eff[self.indices], axis=1)
-        slot = (k + 1 + self.delay) % buf.shape[0]
-        return buf.at[slot, self.receptor].add(x)
+        return _add_delayed(buf, x, k, self.delay, self.receptor)
 
 
 class EventProjection(eqx.Module):
