@@ -86,7 +86,30 @@ def main():
     t_traj, t_stat = (60.0, 200.0) if q else (400.0, 1000.0)
 
     bw = copy_bandwidth(2**26 if q else 2**31)
-    speed = []
+    speed, divergence, stats = [], {}, {}
+    result = {
+        "benchmark": "rate_precision",
+        "date": dt_.datetime.now(dt_.UTC).isoformat(timespec="seconds"),
+        "device": f"{dev.platform}: {dev.device_kind}",
+        "versions": {"jax": jax.__version__, "neurocircuits": nc.__version__,
+                     "python": platform.python_version(), "numpy": np.__version__},
+        "network": f"SCS: phi = tanh, g = {G}, N = {n}, exponential Euler dt = {DT} tau",
+        "precisions": {"highest": "float32 matmuls (no TF32)",
+                       "default": "JAX default: TF32 tensor cores on NVIDIA GPUs (float32 on CPU)"},
+        "measured_copy_bandwidth_TBps": bw / 1e12,
+        "speed": speed,
+        "divergence": divergence,
+        "statistics": stats,
+        "quick": q,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = dev.device_kind.replace(" ", "_").lower() + ("_quick" if q else "")
+    path = out / f"rate_precision_{tag}.json"
+
+    def write():  # after each part, so that an interrupted run keeps what it measured
+        path.write_text(json.dumps(result, indent=2) + "\n")
+
     for prec in PRECISIONS:
         mm = matmul_rate(1024 if q else 8192, prec)
         for b in batches:
@@ -105,6 +128,7 @@ def main():
             print(f"{prec:8s} B={b:5d}: {t_lib*1e3:.3f} ms/step, "
                   f"{speed[-1]['achieved_TFLOPs']:.1f} TFLOP/s "
                   f"({speed[-1]['fraction_of_matmul_peak']:.2f} of measured peak)", flush=True)
+            write()
 
     key = jax.random.key(42)
     nets = {prec: nc.rate.RateNetwork.random(key, n, g=G, phi=nc.rate.tanh, tau=TAU,
@@ -121,7 +145,7 @@ def main():
     times = (np.arange(ref.shape[0]) + 1) * every * DT
     theory = dmft_solve(G, nc.rate.tanh)
     saturation = float(np.sqrt(2 * theory.delta0))
-    divergence = {}
+    result["saturation_distance"] = saturation
     for name, tr in runs.items():
         d = np.sqrt(np.mean((tr - ref) ** 2, axis=1))
         early = (d > 0) & (d < 0.05 * saturation)
@@ -133,8 +157,8 @@ def main():
                             "initial_growth_rate_per_tau": slope}
         print(f"{name:24s} separation at {divergence[name]['separation_time_tau']:.1f} tau, "
               f"growth {slope:.3f}/tau", flush=True)
+        write()
 
-    stats = {}
     steps_stat, n_units = int(round(t_stat / DT)), min(n, 512)
     transient = int(round(50.0 / DT)) // 2
     for prec, net in nets.items():
@@ -152,27 +176,7 @@ def main():
         s["delta0_rel_err_vs_dmft"] = abs(s["delta0"] - theory.delta0) / theory.delta0
         s["half_time_rel_err_vs_dmft"] = abs(s["autocorr_half_time_tau"] - th_theory) / th_theory
 
-    result = {
-        "benchmark": "rate_precision",
-        "date": dt_.datetime.now(dt_.UTC).isoformat(timespec="seconds"),
-        "device": f"{dev.platform}: {dev.device_kind}",
-        "versions": {"jax": jax.__version__, "neurocircuits": nc.__version__,
-                     "python": platform.python_version(), "numpy": np.__version__},
-        "network": f"SCS: phi = tanh, g = {G}, N = {n}, exponential Euler dt = {DT} tau",
-        "precisions": {"highest": "float32 matmuls (no TF32)",
-                       "default": "JAX default: TF32 tensor cores on NVIDIA GPUs (float32 on CPU)"},
-        "measured_copy_bandwidth_TBps": bw / 1e12,
-        "speed": speed,
-        "saturation_distance": saturation,
-        "divergence": divergence,
-        "statistics": stats,
-        "quick": q,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tag = dev.device_kind.replace(" ", "_").lower() + ("_quick" if q else "")
-    path = out / f"rate_precision_{tag}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write()
     print(f"\n{result['device']}  N = {n}, g = {G}")
     print(f"{'precision':<9} {'B':>5} {'ms/step':>8} {'TFLOP/s':>8} {'x peak':>7} {'x floor':>8}")
     for r in speed:
