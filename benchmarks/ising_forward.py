@@ -13,7 +13,7 @@ bandwidth, whichever is larger; peak figures from the device's datasheet when it
 otherwise measured here with a large matmul and a large copy), the ratio measured / floor, and
 the ratio against a straightforward NumPy implementation of the same equations
 (``benchmarks/ising_numpy_peer.py``, run on this machine's CPU). Results are printed as a table
-and written to ``ising_forward[_quick].json`` and ``ising_ml_inverse[_quick].json`` in the
+and written to ``ising_forward_<device>[_quick].json`` and ``ising_ml_inverse_<device>[_quick].json`` in the
 results folder (``--out DIR``, default ``benchmarks/results``).
 
 Usage::
@@ -242,7 +242,8 @@ def main(argv=None):
             return
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{name}{'_quick' if args.quick else ''}.json"
+        tag = jax.devices()[0].device_kind.replace(" ", "_").lower()
+        path = out / f"{name}_{tag}{'_quick' if args.quick else ''}.json"
         path.write_text(json.dumps({"benchmark": name, "quick": args.quick, **env,
                                     "results": rows}, indent=2) + "\n")
         print(f"wrote {path}", flush=True)
