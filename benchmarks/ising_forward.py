@@ -13,7 +13,8 @@ bandwidth, whichever is larger; peak figures from the device's datasheet when it
 otherwise measured here with a large matmul and a large copy), the ratio measured / floor, and
 the ratio against a straightforward NumPy implementation of the same equations
 (``benchmarks/ising_numpy_peer.py``, run on this machine's CPU). Results are printed as a table
-and written to ``ising_forward_<device>[_quick].json`` and ``ising_ml_inverse_<device>[_quick].json`` in the
+and written to ``ising_forward_<device>[_quick].json`` and
+``ising_ml_inverse_<device>[_quick].json`` in the
 results folder (``--out DIR``, default ``benchmarks/results``).
 
 Usage::

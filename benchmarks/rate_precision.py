@@ -35,9 +35,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from rate_dense import bench, copy_bandwidth, matmul_rate  # noqa: E402
+
 import neurocircuits as nc  # noqa: E402
 from neurocircuits.rate.theory import dmft_solve  # noqa: E402
-from rate_dense import bench, copy_bandwidth, matmul_rate  # noqa: E402
 
 G, TAU, DT = 2.0, 1.0, 0.1
 PRECISIONS = ("highest", "default")
@@ -187,7 +188,8 @@ def main():
         print(f"{name:<24} separates after {d['separation_time_tau']:6.1f} tau")
     for prec in (*PRECISIONS, "dmft"):
         s = stats[prec]
-        print(f"{prec:<9} Delta0 {s['delta0']:.4f}  half-time {s['autocorr_half_time_tau']:.3f} tau")
+        print(f"{prec:<9} Delta0 {s['delta0']:.4f}  "
+              f"half-time {s['autocorr_half_time_tau']:.3f} tau")
     print(f"wrote {path}")
 
 

@@ -4,8 +4,8 @@ memory floor, and the construction time of the connectivity.
 The network is the balanced E/I network with fixed in-degree (Brunel-style): every neuron receives
 K synapses from uniformly drawn presynaptic neurons, stored as an (N, K) int32 index array, with one
 weight per *presynaptic* neuron (J for excitatory, -g J for inhibitory; O(N) memory). Per step,
-``[J r]_i = sum_k (w * r)[idx_ik]`` reads the index array once: N K x 4 bytes. The presynaptic vector
-(4 MB at N = 10^6) stays in the L2 cache, so the HBM floor of the step is the index stream,
+``[J r]_i = sum_k (w * r)[idx_ik]`` reads the index array once: N K x 4 bytes. The presynaptic
+vector (4 MB at N = 10^6) stays in the L2 cache, so the HBM floor of the step is the index stream,
 N K x 4 B over the *measured* copy bandwidth. Float32 throughout.
 
     python benchmarks/rate_sparse.py            # GPU: N = 10^6, K = 1000 (and N = 10^5)
@@ -32,8 +32,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import neurocircuits as nc  # noqa: E402
 from rate_dense import _median_time, copy_bandwidth  # noqa: E402
+
+import neurocircuits as nc  # noqa: E402
 
 DT, TAU = 0.1, 1.0
 
