@@ -245,3 +245,135 @@ def test_moment_matching_bad_input():
         inv.fit_meanfield("plefka_t_o1", z3, jnp.zeros((3, 3)), z3, jnp.ones((3, 3)))
     # a singular C_p is fine for the paper's update and for nMF's diagonal preconditioner
     inv.fit_meanfield("nmf", z3, jnp.zeros((3, 3)), z3, jnp.ones((3, 3)), max_iter=5)
+
+
+# --- converged is not enough: the stability of the matched state, and reconstruction ---------
+
+
+@pytest.fixture(scope="module")
+def paper_network_small():
+    """The paper's SK network (J0 = 1, dJ = 0.1, H0 = 0.5) at N = 8, beta = 1, with exact
+    stationary moments: the smallest size at which nMF/TAP moment matching lands on an
+    unstable solution whose reconstruction loses the dynamics (N = 4: radius ~1.1, the
+    reconstruction keeps half of sigma; N = 8: radius 2.2, it keeps < 1%)."""
+    with jax.enable_x64(True):
+        model = KineticIsing.sk(jax.random.key(0), 8, J0=1.0, dJ=0.1, H0=0.5,
+                                dtype=jnp.float64)
+        H, J = np.asarray(model.H), np.asarray(model.J)
+    return H, J, exact.exact_stationary(H, J)
+
+
+def test_unstable_moment_matching_solution_is_flagged(paper_network_small):
+    """The ising-plefka failure at N = 512 (nMF/TAP: converged, eps_H ~ 70, reconstructed sigma
+    exactly 0) in miniature. nMF's D_hat = A J diag(1 - m_p^2) ignores C_p, so its unique
+    solution J* = A^-1 D diag(1 - m_p^2)^-1 inflates the couplings along the collective mode:
+    the iteration finds it (converged is right), but the inferred model's mean dynamics is
+    repelled from the matched state (radius of d m / d m_p > 1), so running it forward
+    (reconstruct) runs off to a nearly frozen state with sigma ~ 0. `stable` must say so;
+    Plefka[t] o1 (same m equation, D_hat = A J C_p) gives a stable fit that reproduces sigma."""
+    H, J, st = paper_network_small
+    n = len(H)
+    with jax.enable_x64(True):
+        args = [jnp.asarray(a) for a in (st.m, st.C, st.D)]
+        fits = {k: inv.fit_meanfield(k, st.m, st.D, *args) for k in ("nmf", "tap", "plefka_t_o1")}
+        assert all(bool(f.converged) for f in fits.values())
+        # the nMF fit is the explicit solution of nMF moment matching: the solver is right
+        a, a_p = 1 - st.m**2, 1 - st.m**2
+        J_star = st.D / (a[:, None] * a_p[None, :])
+        H_star = np.arctanh(st.m) - J_star @ st.m
+        assert inv.mse(fits["nmf"].J, J_star) < 1e-10 * np.mean(J_star**2)
+        assert inv.mse(fits["nmf"].H, H_star) < 1e-8 * np.mean(H_star**2)
+        # for nMF d m / d m_p = A J (A from the matched m): the reported radius is rho(A J)
+        rho = np.max(np.abs(np.linalg.eigvals(a[:, None] * np.asarray(fits["nmf"].J))))
+        np.testing.assert_allclose(float(fits["nmf"].mean_map_radius), rho, rtol=1e-5)
+        assert rho > 2.0
+        assert not bool(fits["nmf"].stable) and not bool(fits["tap"].stable)
+        assert float(fits["tap"].mean_map_radius) > 1.2
+        assert bool(fits["plefka_t_o1"].stable)
+        assert float(fits["plefka_t_o1"].mean_map_radius) < 0.9
+        # what the flag protects: the reconstruction at beta = 1 from s0 = 1
+        for k, f in fits.items():
+            rec = inv.reconstruct(k, f.H, f.J, jnp.array([1.0]), s0=jnp.ones(n), n_steps=64)
+            rel = abs(float(rec.sigma[0]) - st.sigma) / st.sigma
+            if bool(f.stable):
+                assert rel < 0.2, (k, float(rec.sigma[0]), st.sigma)
+            else:
+                assert rel > 0.95, (k, float(rec.sigma[0]), st.sigma)
+                assert float(rec.m[0]) > 0.9 > 2 * abs(float(np.mean(st.m)))  # ran off
+
+
+@pytest.mark.parametrize("method", list(mf.METHODS))
+def test_mean_map_radius_matches_finite_differences(paper_network_small, method):
+    """The Jacobian behind mean_map_radius (forward-mode through the methods, implicit
+    derivative of the self-consistent roots) against central differences."""
+    H, J, st = paper_network_small
+    n = len(H)
+    with jax.enable_x64(True):
+        fn = inv._fast(method)
+        C, D = jnp.asarray(st.C), jnp.asarray(st.D)
+        Hj, Jj = jnp.asarray(H), jnp.asarray(J)
+        jac = np.asarray(inv._mean_map_jacobian_t(fn, Hj, Jj, jnp.asarray(st.m), C, D,
+                                                  batch=3)).T
+        e = 1e-5
+        m_of = jax.jit(jax.vmap(lambda mp: fn(Hj, Jj, mp, C, D).m))
+        steps = e * jnp.eye(n)
+        fd = np.asarray(m_of(st.m + steps) - m_of(st.m - steps)).T / (2 * e)
+        np.testing.assert_allclose(jac, fd, atol=1e-6)
+        rho = np.max(np.abs(np.linalg.eigvals(fd)))
+        r = float(inv.mean_map_radius(method, Hj, Jj, st.m, st.C, st.D))
+        assert abs(r - rho) < 1e-5
+
+
+def test_solve_theta_derivative_is_the_implicit_one():
+    """d theta = (dh - tanh(theta) dV) / (1 + V (1 - tanh^2 theta)), whatever safeguard the
+    solver used last (including the slow tails, h = 8.5, V = 9.9, and V = 0)."""
+    with jax.enable_x64(True):
+        h = jnp.array([0.3, -1.2, 8.5, 2.0, 0.7])
+        V = jnp.array([0.5, 3.0, 9.9, 0.0, -0.4])
+        dth_dh = jax.vmap(jax.grad(lambda a, b: mf.solve_theta(a, b)[0]))(h, V)
+        dth_dV = jax.vmap(jax.grad(lambda a, b: mf.solve_theta(a, b)[0], argnums=1))(h, V)
+        th, _ = mf.solve_theta(h, V)
+        t = jnp.tanh(th)
+        den = 1 + V * (1 - t**2)
+        np.testing.assert_allclose(dth_dh, 1 / den, rtol=1e-9)
+        np.testing.assert_allclose(dth_dV, -t / den, rtol=1e-9)
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_reconstruct_reports_saturation(x64):
+    """A forward run whose spins freeze in floating point (1 - m^2 == 0) predicts C = D =
+    sigma = 0 by rounding; reconstruct must report it (the N = 512 nMF/TAP reconstructions had
+    sigma exactly 0 at every beta, a relative error of exactly 1, with valid = True)."""
+    n = 8
+    dtype = jnp.float64 if x64 else jnp.float32
+    with jax.enable_x64(x64):
+        rng = np.random.default_rng(0)
+        H = jnp.asarray(rng.uniform(-0.5, 0.5, n), dtype)
+        J = jnp.asarray(1 / n + 0.1 / np.sqrt(n) * rng.normal(size=(n, n)), dtype)
+        betas = jnp.array([1.0, 100.0], dtype)  # ordinary, and fields of 47..150 on the spins
+        for method in ("nmf", "plefka_t_o1"):
+            rec = inv.reconstruct(method, H, J, betas, s0=jnp.ones(n), n_steps=16)
+            assert bool(jnp.all(rec.valid))  # in bounds: saturation is a separate report
+            assert float(rec.saturated[0]) == 0.0 and float(rec.sigma[0]) > 0
+            assert float(rec.saturated[1]) == 1.0 and float(rec.sigma[1]) == 0.0
+
+
+@pytest.mark.slow  # ~20 s on a laptop CPU (compiles the whole experiment)
+def test_ising_plefka_does_not_report_a_failed_reconstruction_silently(tmp_path):
+    """The experiment at N = 8: the nMF inverse converges to an unstable solution, and its
+    reconstruction error (~1) comes flagged, with the reason in the notes."""
+    from neurocircuits.experiments import ising_plefka as ip
+    from neurocircuits.experiments._base import Context
+
+    cfg = ip.Config(n=8, beta_rel=(1.0,), n_steps=16, n_trajectories=2000, batch_size=2000,
+                    ml_trajectories=100, inverse_max_iter=1000,
+                    methods=("nmf", "plefka_t_o1"))
+    res = ip.run(cfg, jax.random.key(0), Context(tmp_path))
+    s = res.summary
+    assert s["inverse_converged"]["nmf"] and s["inverse_converged"]["plefka_t_o1"]
+    assert s["inverse_stable"] == {"nmf": False, "plefka_t_o1": True}
+    assert s["inverse_mean_map_radius"]["nmf"] > 1.5
+    assert s["reconstruction_sigma_rel_mse"]["nmf"] > 0.9
+    assert s["reconstruction_sigma_rel_mse"]["plefka_t_o1"] < 0.05
+    assert s["reconstruction_valid"] == {"nmf": False, "plefka_t_o1": True}
+    assert "Reconstruction not valid for nmf (inverse fixed point unstable)" in res.notes

@@ -20,7 +20,16 @@ order 2 can diverge at and above :math:`\beta_c` (an instability of its equation
 :mod:`neurocircuits.ising.meanfield`), and that is reported, not hidden. Moment matching uses the
 preconditioned update of :func:`~neurocircuits.ising.inverse.fit_meanfield`; the paper's
 fixed-rate update is run alongside (``inverse_paper_update``), as it does not converge for every
-method at ``N = 512`` near :math:`\beta_c`.
+method at ``N = 512`` near :math:`\beta_c`. Each fit also reports whether the moments it matched
+attract the inferred model's own mean-field dynamics (``inverse_stable``,
+``inverse_mean_map_radius``; :attr:`~neurocircuits.ising.inverse.MFInverseFit.stable`): nMF and
+TAP moment matching ignore the correlations at ``t - 1`` and, on correlated data, converge to a
+solution that does not (for nMF the radius is ~ the largest eigenvalue of the correlation
+matrix: 38.5 at ``N = 512``, :math:`\beta_c`; 9.9 for TAP). A
+reconstruction is ``reconstruction_valid`` only if its forward runs stay in bounds, the fit
+converged and is stable, and no spin saturated in floating point
+(``reconstruction_saturated``); otherwise its sigma error is reported with the reason in the
+notes, not as a measure of the method.
 
 Reference: Aguilera, Moosavi & Shimazaki, Nat. Commun. 12, 1197 (2021), Figs. 3-6.
 """
@@ -194,13 +203,23 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     inv_iter["ml"] = int(ml.n_iter)
 
     # ---- reconstruction: rescale the inferred model by beta_rel, predict sigma ----
-    recon, rec_valid = {}, {}
+    # A reconstruction is valid only if the forward runs stay inside the +-1-spin bounds, the
+    # inverse converged to a state its own mean-field dynamics is attracted to (fit.stable),
+    # and no spin froze in floating point (1 - m^2 == 0 makes sigma exactly 0 by rounding).
+    recon, rec_valid, rec_bounds, rec_sat, rec_why = {}, {}, {}, {}, {}
     for name in methods:
         fit = fits[name]
         rec = inv.reconstruct(name, fit.H, fit.J, jnp.asarray(betas_rel), s0=s0, n_steps=T,
                               window=T - T // 2)
         recon[name] = np.asarray(rec.sigma)
-        rec_valid[name] = bool(np.all(np.asarray(rec.valid)))
+        rec_bounds[name] = bool(np.all(np.asarray(rec.valid)))
+        rec_sat[name] = float(np.max(np.asarray(rec.saturated)))
+        why = [w for w, bad in (("forward run out of bounds", not rec_bounds[name]),
+                                ("inverse not converged", not inv_conv[name]),
+                                ("inverse fixed point unstable", not bool(fit.stable)),
+                                ("saturated", rec_sat[name] > 0)) if bad]
+        rec_valid[name] = not why
+        rec_why[name] = why
     rec_err = {name: float(np.mean((recon[name] - sigma_mc) ** 2 / np.maximum(sigma_mc, 1e-12)
                                    ** 2)) for name in methods}
 
@@ -226,6 +245,9 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
         "eps_H": {k: v[0] for k, v in inv_err.items()},
         "eps_J": {k: v[1] for k, v in inv_err.items()},
         "inverse_converged": inv_conv,
+        "inverse_stable": {name: bool(fits[name].stable) for name in methods},
+        "inverse_mean_map_radius": {name: float(fits[name].mean_map_radius)
+                                    for name in methods},
         "inverse_iterations": inv_iter,
         "time_per_step_s": t_step,
         "inverse_time_s": inv_time,
@@ -234,6 +256,7 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
         "sigma_mc": sigma_mc.tolist(),
         "reconstruction_sigma_rel_mse": rec_err,
         "reconstruction_valid": rec_valid,
+        "reconstruction_saturated": rec_sat,
     }
     data = xr.Dataset(
         {
@@ -248,7 +271,8 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
         coords={"method": methods, "beta_rel": betas_rel, "moment": ["m", "C", "D"]},
         attrs={"experiment": "ising-plefka", "beta_c": beta_c},
     )
-    figures = _figures(methods, betas_rel, eps, mean_traj, inv_err, sigma_mc, recon, t_step)
+    figures = _figures(methods, betas_rel, eps, mean_traj, inv_err, sigma_mc, recon, t_step,
+                       rec_valid)
     notes = (f"SK network N = {n}, J0 = {config.J0}, dJ = {config.dJ}, H0 = {config.H0}, "
              f"beta_c = {beta_c:.6g}; truth from {config.n_trajectories} trajectories of T = {T} "
              f"steps (Rao-Blackwellised); device {jax.devices()[0].device_kind}, float32 with "
@@ -271,19 +295,30 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
               + (", ".join(k for k, v in paper.items() if v["converged"]) or "none")
               + " and not for "
               + (", ".join(k for k, v in paper.items() if not v["converged"]) or "none")
-              + ". nMF and TAP (Plefka[t-1,t]) moment matching ignore the correlations at t-1, "
-              "so on correlated data their fixed points are far from the true couplings.")
+              + ". nMF and TAP (Plefka[t-1,t]) moment matching ignore the correlations at t-1 "
+              "(D_hat = A J diag(1 - m_{t-1}^2)), so on correlated data their unique solution is "
+              "far from the true couplings (J ~ J C_{t-1} / (1 - m_{t-1}^2)); nmf_closed and "
+              "tap_closed are the Roudi-Hertz inverses, which use C_{t-1} (the closed form of "
+              "Plefka[t] o1 matching, not of nMF matching).")
     not_conv = [k for k, v in inv_conv.items() if not v]
     if not_conv:
         notes += f" Not converged: {', '.join(not_conv)}."
+    unstable = [k for k in methods if not bool(fits[k].stable)]
+    if unstable:
+        notes += (" Unstable inverse solutions (the matched moments repel the inferred model's "
+                  "own mean-field dynamics; spectral radius of d m_t / d m_{t-1}: "
+                  + ", ".join(f"{k} {float(fits[k].mean_map_radius):.3g}" for k in unstable)
+                  + "): running that model forward cannot return to the data.")
     not_rec = [k for k, v in rec_valid.items() if not v]
     if not_rec:
-        notes += (f" Reconstruction left the +-1-spin bounds for {', '.join(not_rec)} at some "
-                  "beta (its sigma error is that of a diverged forward run).")
+        notes += (" Reconstruction not valid for "
+                  + "; ".join(f"{k} ({', '.join(rec_why[k])})" for k in not_rec)
+                  + ": its sigma error is not a measure of the method (a saturated run predicts "
+                  "sigma = 0 by rounding, relative error 1).")
     return Result(summary=summary, data=data, figures=figures, notes=notes)
 
 
-def _figures(methods, betas_rel, eps, mean_traj, inv_err, sigma_mc, recon, t_step):
+def _figures(methods, betas_rel, eps, mean_traj, inv_err, sigma_mc, recon, t_step, rec_valid):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -327,7 +362,9 @@ def _figures(methods, betas_rel, eps, mean_traj, inv_err, sigma_mc, recon, t_ste
         ax.set_title(t)
     axes[2].plot(betas_rel, sigma_mc, "ko-", lw=2, label="MC")
     for name in methods:
-        axes[2].plot(betas_rel, recon[name], ".-", label=labels.get(name, name))
+        ok = rec_valid[name]
+        axes[2].plot(betas_rel, recon[name], ".-" if ok else ".:",
+                     label=labels.get(name, name) + ("" if ok else " (not valid)"))
     axes[2].set_xlabel(r"$\beta/\beta_c$")
     axes[2].set_ylabel(r"$\sigma$ per step")
     axes[2].set_title("Reconstruction (inferred model rescaled)")

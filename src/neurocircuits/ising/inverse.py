@@ -59,6 +59,7 @@ __all__ = [
     "transitions",
     "fit_ml",
     "fit_meanfield",
+    "mean_map_radius",
     "nmf_inverse",
     "tap_inverse",
     "emf_inverse",
@@ -240,12 +241,30 @@ def fit_ml(spins=None, *, X=None, Y=None, l1: float = 0.0, l2: float = 0.0,
 
 
 class MFInverseFit(eqx.Module):
-    """Result of :func:`fit_meanfield`: ``H``, ``J``, iterations (forward evaluations),
+    r"""Result of :func:`fit_meanfield`: ``H``, ``J``, iterations (forward evaluations),
     ``converged`` and the final mean squared moment differences ``residual_m`` =
     mean (m - m_hat)^2 and ``residual_D`` = mean (D - D_hat)^2 (always the unprojected
     differences, so a fit held back by ``h_bound`` is not reported as converged), and
     ``forward_residual``, the largest residual of the self-consistent equations the forward
-    method solved at the last evaluation (``converged`` also requires it to be small)."""
+    method solved at the last evaluation (``converged`` also requires it to be small).
+
+    ``mean_map_radius`` is the spectral radius of the Jacobian
+    :math:`\partial\hat m_t/\partial m_{t-1}` of the method with the inferred ``(H, J)`` at
+    the data's moments (``C_{t-1}``, ``D_{t-1}`` held at the data; NaN if not computed), and
+    ``stable`` is ``mean_map_radius < 1``. ``converged`` says the moment-matching equations
+    were solved; ``stable`` says whether the matched state is an attracting state of the
+    inferred model's own mean-field dynamics. A fit can be converged and unstable: nMF and TAP
+    (Plefka[t-1,t]) ignore the correlations at ``t - 1`` (:math:`\hat D = AJ\,\mathrm{diag}
+    (1-m_{t-1}^2)`), so on data with a collective mode their unique solution is
+    :math:`J \approx JC_{t-1}\mathrm{diag}(1-m_{t-1}^2)^{-1}`, with a gain
+    :math:`\rho(AJ) \approx \lambda_{\max}` of the correlation matrix (radius 38.5 for nMF,
+    9.9 for TAP, 0.95 for Plefka[t] o1 at ``N = 512``, :math:`\beta_c`). Running such a model
+    forward (:func:`reconstruct`) cannot return to the moments it matched: it runs off to a
+    saturated state. For methods whose ``m`` does not
+    depend on ``C_{t-1}, D_{t-1}`` (``nmf``, ``tap``, ``plefka_t_o1``, ``plefka_t1_o1``) the
+    mean block is a diagonal block of the full (block-triangular) Jacobian, so
+    ``mean_map_radius > 1`` is exact instability; for ``plefka_t_o2``, ``plefka2_t_o2`` it is
+    that of the mean with the correlations frozen."""
 
     H: Float[Array, " n"]
     J: Float[Array, "n n"]
@@ -254,6 +273,13 @@ class MFInverseFit(eqx.Module):
     residual_m: Array
     residual_D: Array
     forward_residual: Array
+    mean_map_radius: Array
+
+    @property
+    def stable(self) -> Array:
+        """``mean_map_radius < 1``: the matched moments attract the inferred model's
+        mean-field dynamics (``False`` if the radius was not computed)."""
+        return self.mean_map_radius < 1.0
 
 
 def _fast(method):
@@ -301,7 +327,8 @@ def _fit_mf(fn, m, D, m_p, C_p, D_p, K_inv, eta_H, eta_J, tol, h_bound, H0, J0, 
 def fit_meanfield(method, m, D, m_p, C_p, D_p=None, *, update: str = "preconditioned",
                   eta_H: float | None = None, eta_J: float | None = None,
                   covariance: str | None = None, tol: float = 1e-12,
-                  h_bound: float | None = None, max_iter: int = 10000) -> MFInverseFit:
+                  h_bound: float | None = None, max_iter: int = 10000,
+                  stability: bool = True) -> MFInverseFit:
     r"""Infer ``H, J`` by moment matching with a forward mean-field method.
 
     With :math:`(\hat m, \hat D) =` ``method(H, J, m_p, C_p, D_p)`` and the moment differences
@@ -352,10 +379,17 @@ def fit_meanfield(method, m, D, m_p, C_p, D_p=None, *, update: str = "preconditi
             dropped (the authors' safeguard for TAP, ``h_bound = 5``); a fit held at the bound
             is reported as not converged.
         max_iter: iteration cap (forward evaluations after the first).
+        stability: compute ``mean_map_radius`` (``N`` forward-mode derivatives of the method
+            and one ``N x N`` eigenvalue problem on the host; ``False`` skips it and reports
+            NaN).
+
+    A converged fit is a solution of the method's moment-matching equations, not necessarily
+    close to the true couplings: check ``stable`` (see :class:`MFInverseFit`) before running
+    the inferred model forward.
 
     Example:
         >>> fit = fit_meanfield("plefka_t_o1", m, D, m_p, C_p)   # doctest: +SKIP
-        >>> bool(fit.converged), fit.H, fit.J                     # doctest: +SKIP
+        >>> bool(fit.converged), bool(fit.stable), fit.H, fit.J  # doctest: +SKIP
     """
     fn = _fast(method)
     if update not in UPDATES:
@@ -397,7 +431,41 @@ def fit_meanfield(method, m, D, m_p, C_p, D_p=None, *, update: str = "preconditi
                                     jnp.zeros((n, n), dtype), max_iter=max_iter)
     eh, ej = jnp.mean(gH**2), jnp.mean(gD**2)
     converged = (eh < tol) & (ej < tol) & (fres <= fwd_tol)
-    return MFInverseFit(H, J, k, converged, eh, ej, fres)
+    radius = (mean_map_radius(fn, H, J, m_p, C_p, D_p) if stability
+              else jnp.asarray(np.nan, dtype))
+    return MFInverseFit(H, J, k, converged, eh, ej, fres, radius)
+
+
+def mean_map_radius(method, H, J, m_p, C_p, D_p=None) -> Array:
+    r"""Spectral radius of :math:`\partial\hat m_t/\partial m_{t-1}` for a forward method with
+    fields ``H`` and couplings ``J`` at the moments ``(m_p, C_p, D_p)`` (``C_p``, ``D_p`` held
+    fixed). Below 1, the mean-field dynamics of ``(H, J)`` is attracted to a state near these
+    moments; above 1, it is repelled from it (see :class:`MFInverseFit`). NaN if the Jacobian
+    is not finite. The Jacobian is built column by column with forward-mode derivatives (the
+    roots of the self-consistent equations are differentiated implicitly), in batches that
+    bound memory for ``plefka2_t_o2``; the eigenvalues are computed on the host (``numpy``),
+    since the Jacobian is not symmetric."""
+    fn = _fast(method)
+    H = jnp.asarray(H)
+    dtype = H.dtype
+    n = H.shape[0]
+    m_p = jnp.asarray(m_p, dtype)
+    C_p = jnp.asarray(C_p, dtype)
+    D_p = jnp.zeros((n, n), dtype) if D_p is None else jnp.asarray(D_p, dtype)
+    cols = _mean_map_jacobian_t(fn, H, jnp.asarray(J, dtype), m_p, C_p, D_p,
+                                batch=max(1, min(n, 2**22 // (n * n))))
+    jac_t = np.asarray(cols, np.float64)
+    if not np.all(np.isfinite(jac_t)):
+        return jnp.asarray(np.nan, dtype)
+    return jnp.asarray(np.max(np.abs(np.linalg.eigvals(jac_t))), dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "batch"))
+def _mean_map_jacobian_t(fn, H, J, m_p, C_p, D_p, *, batch):
+    def column(v):
+        return jax.jvp(lambda x: fn(H, J, x, C_p, D_p).m, (m_p,), (v,))[1]
+
+    return jax.lax.map(column, jnp.eye(m_p.shape[0], dtype=m_p.dtype), batch_size=batch)
 
 
 def _input_covariance_inverse(covariance, m_p, C_p):
@@ -451,7 +519,14 @@ def _closed_inputs(m, C_p, D, m_p):
 
 def nmf_inverse(m, C_p, D, m_p=None) -> ClosedFormFit:
     r"""Naive mean-field inverse: :math:`J = A^{-1}DC_{t-1}^{-1}`, :math:`A =
-    \mathrm{diag}(1-m^2)`, :math:`H = \tanh^{-1}m - Jm_{t-1}` (``m_p = m`` at stationarity)."""
+    \mathrm{diag}(1-m^2)`, :math:`H = \tanh^{-1}m - Jm_{t-1}` (``m_p = m`` at stationarity).
+
+    This is the classical (Roudi–Hertz) nMF inverse, whose :math:`D = AJC_{t-1}` is the
+    delayed correlation of ``plefka_t_o1``; it is the closed form of
+    ``fit_meanfield("plefka_t_o1", ...)``, not of ``fit_meanfield("nmf", ...)``, whose
+    :math:`\hat D = AJ\,\mathrm{diag}(1-m_{t-1}^2)` ignores :math:`C_{t-1}` (solution
+    :math:`J = A^{-1}D\,\mathrm{diag}(1-m_{t-1}^2)^{-1}`). Likewise :func:`tap_inverse` uses
+    :math:`C_{t-1}`, and ``fit_meanfield("tap", ...)`` does not."""
     m, C_p, D, m_p, B = _closed_inputs(m, C_p, D, m_p)
     J = B / (1.0 - m**2)[:, None]
     H = jnp.arctanh(m) - J @ m_p
@@ -530,9 +605,14 @@ def emf_inverse(m, C_p, D, m_p=None, *, n_quad: int = 32, n_iter: int = 200) -> 
 class Reconstruction(eqx.Module):
     """Predictions over ``betas``: time-averaged (over the last ``window`` steps) mean ``m``,
     mean off-diagonal ``C``, mean ``D`` and the entropy production ``sigma`` (per step, from
-    :func:`~neurocircuits.ising.entropy_production` with the averaged ``D``), and ``valid``, whether
+    :func:`~neurocircuits.ising.entropy_production` with the averaged ``D``), ``valid``, whether
     the forward run stayed inside the bounds of ±1-spin moments
-    (:attr:`~neurocircuits.ising.meanfield.MFTrajectory.valid`)."""
+    (:attr:`~neurocircuits.ising.meanfield.MFTrajectory.valid`), and ``saturated``, the fraction
+    of spins whose predicted fluctuation :math:`1 - m_i^2` is exactly 0 in floating point at
+    some step of the window (:math:`|h_i|` beyond ~9 in float32, ~19 in float64). A saturated
+    spin contributes exactly 0 to ``C``, ``D`` and ``sigma`` by rounding, not by prediction:
+    ``sigma = 0`` with ``saturated = 1`` is a forward run that froze (typically a model from an
+    unstable inverse fit, :attr:`MFInverseFit.stable`), not a prediction of no dissipation."""
 
     betas: Array
     m: Array
@@ -540,12 +620,17 @@ class Reconstruction(eqx.Module):
     D: Array
     sigma: Array
     valid: Array
+    saturated: Array
 
 
 def reconstruct(method, H, J, betas, *, s0, n_steps: int = 128,
                 window: int | None = None) -> Reconstruction:
     r"""Rescale inferred ``(H, J)`` by each :math:`\beta` and predict the dynamics with a
-    forward method from ``s0``."""
+    forward method from ``s0``.
+
+    The prediction is only as good as the inferred model's own dynamics: check
+    :attr:`MFInverseFit.stable` of the fit (an unstable moment-matching solution runs off to
+    a frozen state) and :attr:`Reconstruction.saturated` of the result."""
     n_steps = check_int(n_steps, "n_steps", minimum=1)
     window = n_steps // 2 if window is None else check_int(window, "window", minimum=1)
     H = jnp.asarray(H)
@@ -559,7 +644,8 @@ def reconstruct(method, H, J, betas, *, s0, n_steps: int = 128,
         tr = mf.run(method, b * H, b * J, s0, n_steps=n_steps)
         Dm = tr.D[-window:].mean(0)
         Cm = tr.C[-window:].mean(0)
+        sat = jnp.mean(jnp.any(1.0 - tr.m[-window:] ** 2 == 0.0, axis=0))
         out.append((tr.m[-window:].mean(), jnp.sum(jnp.where(off, Cm, 0.0)) / (n * (n - 1)),
-                    Dm.mean(), entropy_production(b * J, Dm), tr.valid))
-    m, C, D, sigma, valid = (jnp.stack(v) for v in zip(*out, strict=True))
-    return Reconstruction(betas, m, C, D, sigma, valid)
+                    Dm.mean(), entropy_production(b * J, Dm), tr.valid, sat))
+    m, C, D, sigma, valid, saturated = (jnp.stack(v) for v in zip(*out, strict=True))
+    return Reconstruction(betas, m, C, D, sigma, valid, saturated)

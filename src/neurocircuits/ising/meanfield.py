@@ -172,8 +172,17 @@ def solve_theta(h, V, *, max_iter: int = 200):
     Returns ``(theta, residual)`` with ``residual`` the largest
     :math:`|\theta - h + V\tanh\theta| / (1 + |h| + |V|)` (relative to the size of the terms,
     so that it can reach the tolerance in float32 too).
+
+    Derivatives (forward or reverse mode) are those of the root itself, by the implicit
+    function theorem, :math:`d\theta = (dh - \tanh\theta\,dV)/(1 + V(1-\tanh^2\theta))`, not
+    of the iterations that found it (which depend on which safeguard fired last).
     """
     h, V = jnp.broadcast_arrays(h, V)
+    return _solve_theta(h, V, max_iter)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _solve_theta(h, V, max_iter):
     tol = _tol(h.dtype)
     lo, hi = h - jnp.abs(V), h + jnp.abs(V)
     theta0 = jnp.clip(h - V * jnp.tanh(h), lo, hi)
@@ -202,6 +211,16 @@ def solve_theta(h, V, *, max_iter: int = 200):
 
     th, *_ = jax.lax.while_loop(cond, body, (theta0, lo, hi, width, width, 0))
     return th, jnp.max(jnp.abs(g(th)), initial=0.0)
+
+
+@_solve_theta.defjvp
+def _solve_theta_jvp(max_iter, primals, tangents):
+    h, V = primals
+    dh, dV = tangents
+    th, res = _solve_theta(h, V, max_iter)
+    t = jnp.tanh(th)
+    dth = (dh - t * dV) / (1.0 + V * (1.0 - t * t))
+    return (th, res), (dth, jnp.zeros_like(res))
 
 
 def _set_diag(C, m):
