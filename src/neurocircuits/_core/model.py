@@ -34,6 +34,12 @@ class AbstractModel(eqx.Module):
     def check_state(self, state: Any) -> None:
         """Raise a clear error when ``state`` does not fit this model (shape, dtype)."""
 
+    def watched(self, state: Any) -> Any:
+        """The part of ``state`` that :func:`~neurocircuits.simulate` checks for NaN/Inf after
+        every step (default: all of it). A model may leave out large leaves that only feed
+        watched ones (a spike ring buffer): the check reads every watched byte every step."""
+        return state
+
 
 class AbstractSDEModel(AbstractModel):
     """An ODE/SDE model :math:`dy = f(t, y; I)\\,dt + b(t, y)\\,dW`, stepped by ``integrator``.

@@ -116,7 +116,7 @@ def _make_chunk_fn(step_fn: Callable, record: Record, inputs_is_fn: bool, checkp
             else:
                 inp = jax.tree.map(lambda x: x[j], inputs)
             new = step_fn(model, state, t, dt, jax.random.fold_in(key, k), inp)
-            bad = jnp.where((bad < 0) & ~_all_finite(new), k, bad)
+            bad = jnp.where((bad < 0) & ~_all_finite(model.watched(new)), k, bad)
             return (new, bad), None
 
         def interval(carry, r):

@@ -207,7 +207,7 @@ def _pd14_edges(key, counts, total, N, offsets, w_mean, d_mean, w_rel_sd, d_rel_
 
 
 def microcircuit(key, *, scale: float = 1.0, dt: float = 0.1, recorder=None,
-                 max_spikes_per_step: int | None = None, block: int | None = None,
+                 max_spikes_per_step: int | None = None, chunk: int | None = None,
                  params: _PD14 = PD14) -> tuple[SpikingNetwork, Callable]:
     r"""The Potjans & Diesmann (2014) cortical microcircuit: 8 populations (L2/3, L4, L5, L6;
     E and I), 77,169 LIF neurons with exponential current synapses (tau_s = 0.5 ms) and ~0.3e9
@@ -238,11 +238,9 @@ def microcircuit(key, *, scale: float = 1.0, dt: float = 0.1, recorder=None,
     d_mean = np.where(exc, P.delay_e, P.delay_i)
     edges = _pd14_edges(key, jnp.asarray(n_syn.ravel()), int(n_syn.sum()), N, offsets,
                         w_mean.ravel(), d_mean.ravel(), P.PSP_rel_sd, P.delay_rel_sd, dt)
-    if block is None and jax.default_backend() != "cpu":
-        block = 512
-    proj = projection(edges, n, receptor=0, dt=dt, propagation="event", block=block)
+    proj = projection(edges, n, receptor=0, dt=dt, propagation="event", chunk=chunk)
     if max_spikes_per_step is None:
-        max_spikes_per_step = max(128, n // 4)  # the start is synchronous; blocks loop on demand
+        max_spikes_per_step = max(128, n // 4)  # the start is synchronous
     labels = np.repeat(np.arange(8), N).astype(np.int32)
     lif = LIF.from_tau(P.tau_m, C=P.C_m, E_L=P.E_L, V_th=P.V_th, V_reset=P.V_reset, t_ref=P.t_ref)
     ext = PoissonInput(rate=P.bg_rate, n_sources=jnp.asarray(np.repeat(P.K_ext, N), jnp.float32),

@@ -2,14 +2,16 @@ r"""A spiking network: neurons, receptors, projections, inputs and recording, co
 
 One step (``k``, from :math:`t_k` to :math:`t_{k+1} = t_k + dt`) of :class:`SpikingNetwork`:
 
-1. the ring-buffer slot of step ``k`` (synaptic input arriving at :math:`t_k`) and this step's
+1. the synaptic input arriving at :math:`t_k` (the ring-buffer slot of step ``k``, taken out
+   of the buffer at the end of the previous step: ``NetworkState.inbox``) and this step's
    Poisson input are added to the receptors: conductances (nS) and currents (pA) jump, delta
    synapses give voltage jumps (mV);
 2. the neurons advance over ``dt`` with the conductances held (see the neuron models); a
    neuron spikes at step ``k`` when its voltage reaches threshold at :math:`t_{k+1}`;
 3. the receptors decay exactly, :math:`g \to g\,e^{-dt/\tau_r}`; OU inputs advance;
 4. short-term plasticity updates and every projection writes the spikes into the ring buffer
-   (``delay = d dt`` arrives at :math:`t_{k+1} + d\,dt`);
+   (``delay = d dt`` arrives at :math:`t_{k+1} + d\,dt`); the slot of step ``k + 1`` is then
+   copied into ``inbox`` (and cleared at the start of step ``k + 1``);
 5. the spike recorder appends ``(k, i)`` events and counts spikes per population.
 
 Recording is on the fly and bounded: :meth:`SpikingNetwork.record` gives the
@@ -41,7 +43,7 @@ from .eif import EIF
 from .inputs import DC, NoiseInput, PoissonInput, Stimulus
 from .izhikevich import Izhikevich
 from .lif import LIF
-from .propagation import DenseProjection, EventProjection, GatherProjection
+from .propagation import DenseProjection, EventProjection, GatherProjection, spike_list
 from .synapses import ConductanceExp, CurrentExp, Delta, GapJunctions
 
 __all__ = ["SpikingNetwork", "NetworkState", "SpikeRecorder", "run", "check_run",
@@ -80,7 +82,10 @@ class NetworkState(eqx.Module):
     Attributes:
         neuron: the neuron model's state (``IFState`` or ``IzhState``).
         syn: receptor variables ``(R, N)``: conductances (nS) / currents (pA); 0 for delta.
-        buf: ring buffer of future synaptic input ``(L, R, N)``.
+        buf: ring buffer of future synaptic input ``(L, R, N)``; slot ``l`` holds the input
+            of the next step ``k`` with ``k % L == l``.
+        inbox: the input arriving at the start of step ``step`` ``(R, N)``, a copy of its slot
+            of ``buf`` (which that step clears for reuse).
         stp: per projection, an ``STPState`` or ``None``.
         ou: per input, the OU current (pA) or ``None``.
         spiked: spikes of the last step ``(N,)`` bool.
@@ -94,6 +99,7 @@ class NetworkState(eqx.Module):
     neuron: Any
     syn: jax.Array
     buf: jax.Array
+    inbox: jax.Array
     stp: tuple
     ou: tuple
     spiked: jax.Array
@@ -251,7 +257,8 @@ class SpikingNetwork(AbstractModel):
         ou = tuple(i.init_state(n) if isinstance(i, NoiseInput) and not i.is_white else None
                    for i in self.inputs)
         rec = self.recorder
-        return NetworkState(neuron, syn, buf, stp, ou, jnp.zeros((n,), bool),
+        return NetworkState(neuron, syn, buf, jnp.zeros((r, n), jnp.float32), stp, ou,
+                            jnp.zeros((n,), bool),
                             jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32),
                             jnp.zeros((rec.capacity, 2), jnp.int32), jnp.asarray(0, jnp.int32),
                             jnp.zeros((self.n_populations,), jnp.int32))
@@ -276,15 +283,24 @@ class SpikingNetwork(AbstractModel):
                 f"state0.buf has {np.shape(state.buf)[0]} slots but the network needs "
                 f"{self.n_slots}; make the state with this network's initial_state.")
 
+    def watched(self, state: NetworkState):
+        """The NaN/Inf check after every step skips the ring buffer (``L x R x N``, read in full
+        every step otherwise): its slots reach ``inbox`` before they are used."""
+        return (state.neuron, state.syn, state.inbox, state.stp, state.ou)
+
     # ------------------------------------------------------------------ one step
     def step(self, state: NetworkState, t, dt, key, inputs) -> NetworkState:
         n = self.n
         k = state.step
         n_in = len(self.inputs)
         keys = jax.random.split(key, 1 + n_in)
-        slot = k % state.buf.shape[0]
-        arrivals = state.buf[slot]
-        buf = state.buf.at[slot].set(0.0)
+        # this step's synaptic input was taken out of the ring buffer at the end of the last
+        # step; its slot is cleared now, before the projections may write into it again. Every
+        # write into the buffer comes before the one read (at the end): reading a slot and then
+        # clearing it in place made XLA copy the whole buffer every step.
+        arrivals = state.inbox
+        buf = jax.lax.dynamic_update_index_in_dim(
+            state.buf, jnp.zeros_like(arrivals), (k % state.buf.shape[0]).astype(jnp.int32), 0)
         for i, inp in enumerate(self.inputs):
             if isinstance(inp, PoissonInput):
                 arrivals = arrivals.at[inp.receptor].add(inp.sample(keys[1 + i], n, dt))
@@ -334,10 +350,8 @@ class SpikingNetwork(AbstractModel):
         syn = syn * decays[:, None]
         # plasticity and propagation
         spk_f = spiked.astype(jnp.float32)
-        n_spk = jnp.sum(spiked, dtype=jnp.int32)
         # the spiking neurons, in order, padded with n (computed once per step)
-        idx = jnp.nonzero(spiked, size=self.max_spikes_per_step, fill_value=n)[0].astype(
-            jnp.int32)
+        idx, n_spk = spike_list(spiked, self.max_spikes_per_step)
         stp = list(state.stp)
         for p, proj in enumerate(self.projections):
             eff = spk_f
@@ -349,15 +363,18 @@ class SpikingNetwork(AbstractModel):
         fresh = (k % rec.window) == 0
         n_events = jnp.where(fresh, 0, state.n_events)
         pop_counts = jnp.where(fresh, 0, state.pop_counts)
+        # idx is ascending and padded with n: the recorded spikes are a prefix of it
         valid = idx < (n if rec.n_record is None else rec.n_record)
-        pos = n_events + jnp.cumsum(valid, dtype=jnp.int32) - 1
-        pos = jnp.where(valid, pos, rec.capacity)
+        pos = jnp.where(valid, n_events + jnp.arange(idx.shape[0], dtype=jnp.int32),
+                        rec.capacity)
         ev = jnp.stack([jnp.broadcast_to(k, idx.shape), idx], axis=1)
         events = state.events.at[pos].set(ev, mode="drop")
         n_events = n_events + jnp.sum(valid, dtype=jnp.int32)
-        pop_counts = pop_counts + jax.ops.segment_sum(spiked.astype(jnp.int32), self.labels,
-                                                      num_segments=self.n_populations)
-        return NetworkState(neuron, syn, buf, tuple(stp), tuple(ou), spiked, k + 1,
+        pop_counts = pop_counts + _count_by_label(spiked, self.labels, self.n_populations)
+        # take out the next step's input (its slot is cleared at the start of the next step)
+        inbox = jax.lax.dynamic_index_in_dim(buf, ((k + 1) % buf.shape[0]).astype(jnp.int32),
+                                             0, keepdims=False)
+        return NetworkState(neuron, syn, buf, inbox, tuple(stp), tuple(ou), spiked, k + 1,
                             jnp.maximum(state.max_spikes, n_spk), events, n_events, pop_counts)
 
     # ------------------------------------------------------------------ recording
@@ -388,6 +405,16 @@ class SpikingNetwork(AbstractModel):
                 "V": ("cell",), "V_mean": ("population",)}
         units = {"pop_counts": "1", "spikes": "1", "n_spikes": "1", "V": "mV", "V_mean": "mV"}
         return Record(every=self.recorder.window, fn=fn, dims=dims, units=units)
+
+
+def _count_by_label(spiked, labels, n_pop):
+    """Spikes per population. A one-hot reduction for few populations (one fused reduction;
+    ``segment_sum`` would be a scatter-add of all N neurons into ``n_pop`` bins, serialised by
+    GPU atomics)."""
+    if n_pop <= 64:
+        hit = (labels[:, None] == jnp.arange(n_pop, dtype=labels.dtype)[None, :]) & spiked[:, None]
+        return jnp.sum(hit, axis=0, dtype=jnp.int32)
+    return jax.ops.segment_sum(spiked.astype(jnp.int32), labels, num_segments=n_pop)
 
 
 # ------------------------------------------------------------------------------------------

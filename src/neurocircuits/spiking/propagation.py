@@ -14,10 +14,13 @@ Three interchangeable paths, all fed from the same :class:`~neurocircuits.spikin
 * :class:`GatherProjection` -- fixed in-degree layout by postsynaptic neuron (``(N, K_max)``
   indices, padded), O(N K) per step without scatter: the GPU-friendly path for dense activity.
 * :class:`EventProjection` -- event-driven: outgoing synapses grouped by presynaptic neuron (CSR),
-  only the rows of the neurons that spiked are touched, O(spikes x max out-degree) per step.
-  Supports per-synapse (heterogeneous) delays. Up to the network's ``max_spikes_per_step``
-  spiking neurons are processed per step; more raise an error after the run (see
-  :func:`neurocircuits.spiking.check_run`).
+  only the synapses of the neurons that spiked are touched. Supports per-synapse (heterogeneous)
+  delays. The synapses of a step's spikes form one flat work list (no padding to the largest
+  out-degree) that is scattered into the ring buffer in passes of ``chunk`` synapse events: the
+  first pass always runs, further passes only when a step has more events (on GPUs each further
+  pass, and the check for it, costs a device-to-host synchronisation, so ``chunk`` should cover
+  a typical step). Up to the network's ``max_spikes_per_step`` spiking neurons are processed per
+  step; more raise an error after the run (see :func:`neurocircuits.spiking.check_run`).
 
 Dense and gather paths need a homogeneous delay per projection.
 """
@@ -37,7 +40,7 @@ from .connectivity import Edges
 from .synapses import TsodyksMarkram
 
 __all__ = ["DenseProjection", "GatherProjection", "EventProjection", "projection",
-           "PROPAGATIONS"]
+           "spike_list", "default_chunk", "PROPAGATIONS"]
 
 PROPAGATIONS = ("dense", "gather", "event")
 
@@ -50,8 +53,55 @@ def _delay_steps(delay, dt, name="delay"):
 
 
 def _add_delayed(buf, x, k, delay, receptor):
-    """Add the input ``x`` of step ``k`` to the ring-buffer slot read at step ``k + 1 + delay``."""
-    return buf.at[(k + 1 + delay) % buf.shape[0], receptor].add(x)
+    """Add the input ``x`` of step ``k`` to the ring-buffer slot read at step ``k + 1 + delay``
+    (an in-place dynamic-update-slice of one ``(1, 1, N)`` row)."""
+    slot = ((k + 1 + delay) % buf.shape[0]).astype(jnp.int32)
+    zero = jnp.zeros((), jnp.int32)
+    row = jax.lax.dynamic_slice(buf, (slot, jnp.asarray(receptor, jnp.int32), zero),
+                                (1, 1, buf.shape[2]))
+    return jax.lax.dynamic_update_slice(buf, row + x.reshape(row.shape),
+                                        (slot, jnp.asarray(receptor, jnp.int32), zero))
+
+
+def spike_list(spiked, size: int):
+    """The indices of the neurons that spiked, ascending, padded with ``n`` to length ``size``
+    (the first ``size`` spikes when more spiked), and the number that spiked.
+
+    The same as ``jnp.nonzero(spiked, size=size, fill_value=n)``, without its ``bincount``
+    (a scatter-add of all N neurons into ``size`` bins, which serialises on GPU atomics): a
+    cumulative sum gives each spike its position and one scatter writes the spikes only."""
+    n = spiked.shape[0]
+    csum = jnp.cumsum(spiked, dtype=jnp.int32)
+    ar = jnp.arange(n, dtype=jnp.int32)
+    # distinct out-of-range targets for silent neurons (dropped)
+    tgt = jnp.where(spiked, csum - 1, size + n + ar)
+    idx = jnp.full((size,), n, jnp.int32).at[tgt].set(ar, mode="drop")
+    return idx, csum[-1]
+
+
+def _upper_bound(cum, x):
+    """For each ``x``, the number of entries of the ascending ``cum`` that are ``<= x``
+    (a branch-free binary search, unrolled: one fused kernel, no loop)."""
+    size = cum.shape[0]
+    lo = jnp.zeros(x.shape, jnp.int32)
+    step = 1 << (size.bit_length() - 1)
+    while step:
+        cand = lo + step
+        ok = (cand <= size) & (cum[jnp.minimum(cand, size) - 1] <= x)
+        lo = jnp.where(ok, cand, lo)
+        step >>= 1
+    return lo
+
+
+def default_chunk(nnz: int, backend: str | None = None) -> int:
+    """Synapse events per scatter pass of an event projection with ``nnz`` synapses: about the
+    events of one step when the network fires at 10 Hz with dt = 0.1 ms (``nnz / 1000``),
+    rounded to a power of two, within [1024, 2^20] on GPUs (one large pass is cheap; every
+    further pass synchronises with the host) and [256, 4096] on the CPU."""
+    backend = jax.default_backend() if backend is None else backend
+    lo, hi = (256, 4096) if backend == "cpu" else (1024, 1 << 20)
+    e = 1 << max(0, int(round(np.log2(max(1.0, nnz / 1000.0)))))
+    return int(min(hi, max(lo, e)))
 
 
 class DenseProjection(eqx.Module):
@@ -96,10 +146,14 @@ class EventProjection(eqx.Module):
     """Synapses by presynaptic neuron (CSR): row ``j`` is ``post[indptr[j]:indptr[j+1]]``.
 
     ``post``, ``weight`` and ``delays`` carry one padding element at the end (weight 0);
-    ``indptr`` has ``N + 2`` entries (the last row is the empty padding row). The spiking
-    neurons of a step (at most the network's ``max_spikes_per_step``) are processed in blocks of
-    ``block``: on the CPU a loop runs only as many blocks as there are spikes; with ``block``
-    equal to the capacity (the default on GPUs) the step is one fixed-size scatter.
+    ``indptr`` has ``N + 2`` entries (the last row is the empty padding row). Per step, the
+    synapses of the spiking neurons (at most the network's ``max_spikes_per_step``) are laid out
+    as one flat work list -- event ``i`` belongs to the spike whose cumulative out-degree first
+    exceeds ``i`` -- and scattered into the ring buffer in passes of ``chunk`` events; unused
+    slots of a pass are dropped (no writes). The first pass always runs; further passes run only
+    when the step has more than ``chunk`` events. Per spike and synapse the additions happen in
+    the same order as a row-by-row loop (spikes ascending, CSR order), so on the CPU the result
+    does not depend on ``chunk``.
     """
 
     indptr: jax.Array
@@ -111,48 +165,50 @@ class EventProjection(eqx.Module):
     max_delay_steps: int = eqx.field(static=True)
     max_out: int = eqx.field(static=True)
     dt: float = eqx.field(static=True)
-    block: int | None = eqx.field(static=True, default=None)
+    chunk: int = eqx.field(static=True, default=4096)
     stp: TsodyksMarkram | None = None
 
     @property
     def max_delay(self) -> int:
         return self.max_delay_steps
 
-    def _block(self, buf, idx, eff_ext, k):
-        n_slots, n_rec, n = buf.shape
-        nnz = self.post.shape[0] - 1
-        start = self.indptr[idx]
-        stop = self.indptr[idx + 1]
-        pos = start[:, None] + jnp.arange(self.max_out, dtype=start.dtype)[None, :]
-        valid = pos < stop[:, None]
-        pos = jnp.where(valid, pos, nnz)
-        w = self.weight[pos] * eff_ext[idx][:, None]
-        if self.delays is None:
-            slot = (k + 1 + self.delay) % n_slots
-        else:
-            slot = (k + 1 + self.delays[pos].astype(jnp.int32)) % n_slots
-        flat = (slot * n_rec + self.receptor) * n + self.post[pos]
-        return buf.reshape(-1).at[flat].add(w).reshape(buf.shape)
-
     def deliver(self, buf, spiked, eff, k, idx=None, n_spikes=None):
         n = spiked.shape[0]
         if idx is None:
-            idx = jnp.nonzero(spiked, size=n, fill_value=n)[0]
-            n_spikes = jnp.sum(spiked, dtype=jnp.int32)
-        eff_ext = jnp.concatenate([eff, jnp.zeros((1,), eff.dtype)])
-        cap = idx.shape[0]
-        block = cap if self.block is None else min(self.block, cap)
-        if block >= cap:
-            return self._block(buf, idx, eff_ext, k)
-        n_blocks = -(-cap // block)
-        idx = jnp.concatenate([idx, jnp.full((n_blocks * block - cap,), n, idx.dtype)])
-        todo = jnp.minimum((n_spikes + block - 1) // block, n_blocks)
+            idx, n_spikes = spike_list(spiked, n)
+        n_slots = buf.shape[0]
+        nnz = self.post.shape[0] - 1
+        n_cap = idx.shape[0]
+        start = self.indptr[idx]
+        length = self.indptr[idx + 1] - start  # 0 for the padding index n
+        cum = jnp.cumsum(length, dtype=jnp.int32)  # events up to and including each spike
+        first = cum - length
+        total = cum[-1]
+        gain = jnp.concatenate([eff, jnp.zeros((1,), eff.dtype)])[idx]
+        chunk = int(min(self.chunk, max(1, n_cap * self.max_out)))
+        lane = jnp.arange(chunk, dtype=jnp.int32)
 
-        def body(b, buf):
-            j = jax.lax.dynamic_slice(idx, (b * block,), (block,))
-            return self._block(buf, j, eff_ext, k)
+        def one_pass(c, buf):
+            i = c * chunk + lane
+            s = jnp.minimum(_upper_bound(cum, i), n_cap - 1)
+            valid = i < total
+            pos = jnp.where(valid, start[s] + (i - first[s]), nnz)
+            w = self.weight[pos] * gain[s]
+            if self.delays is None:
+                slot = (k + 1 + self.delay) % n_slots
+            else:
+                slot = (k + 1 + self.delays[pos].astype(jnp.int32)) % n_slots
+            # unused lanes target neuron n: out of range, dropped (no write, no atomic).
+            # Indexing the (L, R, N) buffer itself, not a flattened view: XLA then updates it
+            # in place (a reshape between the in-place updates made it copy the buffer)
+            post = jnp.where(valid, self.post[pos], n)
+            return buf.at[slot, self.receptor, post].add(w, mode="drop")
 
-        return jax.lax.fori_loop(0, todo, body, buf)
+        buf = one_pass(jnp.zeros((), jnp.int32), buf)
+        if n_cap * self.max_out > chunk:  # a step can have more events than one pass
+            n_pass = (total + chunk - 1) // chunk
+            buf = jax.lax.fori_loop(jnp.ones((), jnp.int32), n_pass, one_pass, buf)
+        return buf
 
 
 @functools.partial(jax.jit, static_argnames=("n", "presorted"))
@@ -171,7 +227,7 @@ def _csr_by_pre(pre, post, weight, delays, n, presorted=False):
 
 def projection(edges: Edges, n: int, *, receptor: int, dt: float, delay: Any = None,
                propagation: str = "event", stp: TsodyksMarkram | None = None,
-               block: int | None = None):
+               chunk: int | None = None):
     """Build a projection of ``edges`` (global indices into a network of ``n`` neurons).
 
     Args:
@@ -183,9 +239,9 @@ def projection(edges: Edges, n: int, *, receptor: int, dt: float, delay: Any = N
         propagation: ``"event"`` (event-driven, CSR by presynaptic neuron), ``"dense"`` or
             ``"gather"``.
         stp: optional :class:`~neurocircuits.spiking.TsodyksMarkram`.
-        block: event path only -- spiking neurons processed per scatter (default 32 on the
-            CPU, where a loop runs only over the blocks needed; on GPUs all of the network's
-            ``max_spikes_per_step`` in one scatter).
+        chunk: event path only -- synapse events per scatter pass (default
+            :func:`default_chunk`: about the events of a step at 10 Hz; a step with more events
+            runs further passes).
     """
     if propagation not in PROPAGATIONS:
         raise NeurocircuitsError(
@@ -241,10 +297,10 @@ def projection(edges: Edges, n: int, *, receptor: int, dt: float, delay: Any = N
     presorted = bool(jnp.all(edges.pre[1:] >= edges.pre[:-1])) if edges.nnz > 1 else True
     indptr, post_s, w_s, d_s, max_out = _csr_by_pre(edges.pre, edges.post, edges.weight, delays,
                                                     n, presorted)
-    if block is None:
-        block = 32 if jax.default_backend() == "cpu" else None
-    elif isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
-        raise NeurocircuitsError(f"block must be an int >= 1 (spiking neurons per scatter), got "
-                                 f"{block!r}.")
+    if chunk is None:
+        chunk = default_chunk(edges.nnz)
+    elif isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise NeurocircuitsError(f"chunk must be an int >= 1 (synapse events per scatter pass), "
+                                 f"got {chunk!r}.")
     return EventProjection(indptr, post_s, w_s, d_s, int(receptor), d_const, max_d,
-                           max(1, int(max_out)), dt_, block, stp)
+                           max(1, int(max_out)), dt_, int(chunk), stp)
