@@ -44,6 +44,22 @@ def test_chunk_size_invariance(getkey, chunk):
     np.testing.assert_allclose(whole.ts, 0.5 * 5 * np.arange(1, 41), rtol=1e-6)
 
 
+@pytest.mark.parametrize("unroll", [2, 3, 8])
+def test_unrolled_time_loop_is_bit_identical(getkey, unroll):
+    # unroll=1 is the default; 3 divides neither every=5 nor the 2-step no-record tail
+    net = _net(getkey(), sigma=0.2)
+    u0 = net.initial_state(getkey())
+    k = getkey()
+    drive = jnp.sin(jnp.arange(200) * 0.1)[:, None] * jnp.ones((200, net.n))
+    for record in (REC, None):
+        ref = simulate(net, u0, dt=0.5, n_steps=200, key=k, record=record, inputs=drive)
+        got = simulate(net, u0, dt=0.5, n_steps=200, key=k, record=record, inputs=drive,
+                       unroll=unroll, chunk_steps=100)
+        assert np.array_equal(ref.final_state, got.final_state)
+        if record is not None:
+            assert np.array_equal(ref.ys["u"], got.ys["u"])
+
+
 def test_function_inputs_match_array_inputs(getkey):
     net = _net(getkey())
     u0 = net.initial_state(getkey())
@@ -182,6 +198,11 @@ class TestBadInput:
     def test_chunk_steps(self):
         with pytest.raises(nc.NeurocircuitsError, match="chunk_steps"):
             self.run(record=Record(every=5), chunk_steps=7)
+
+    @pytest.mark.parametrize("unroll", [0, -1, 1.5, True])
+    def test_unroll(self, unroll):
+        with pytest.raises(nc.NeurocircuitsError, match="unroll"):
+            self.run(unroll=unroll)
 
     def test_not_a_model(self):
         with pytest.raises(nc.NeurocircuitsError, match="model must be"):
