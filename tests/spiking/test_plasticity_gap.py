@@ -72,3 +72,22 @@ def test_poisson_input_mean_and_ou_stationary_sd():
     assert abs(I_ou[5:].mean() - 50.0) < 0.6 and abs(I_ou[5:].std() - 20.0) < 0.6
     # 100 sources x 10 Hz = 1 spike / ms -> 300 spikes in 300 ms (Poisson: s.d. ~ 17)
     assert abs(syn[-1].mean() - 300.0) < 2.5 and abs(syn[-1].var() / 300.0 - 1) < 0.15
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.4, 2.3, 9.99, 10.0, 37.0, "mixed"])
+def test_loop_free_poisson_draws_the_numbers_of_jax_random_poisson(lam, monkeypatch):
+    from neurocircuits.spiking import inputs
+
+    n = 4000
+    lv = (jnp.asarray(np.random.default_rng(0).uniform(0, 30, n), jnp.float32) if lam == "mixed"
+          else jnp.full((n,), lam, jnp.float32))
+    draw = jax.jit(lambda k, lv: inputs.poisson(k, lv, (n,), unrolled=True))
+    for seed in range(3):
+        key = jax.random.key(seed)
+        np.testing.assert_array_equal(draw(key, lv), jax.random.poisson(key, lv, (n,)))
+    # too few unrolled iterations: the rare continuation (JAX's loops) gives the same numbers
+    monkeypatch.setattr(inputs, "POISSON_KNUTH_STEPS", 2)
+    monkeypatch.setattr(inputs, "POISSON_REJECTION_STEPS", 1)
+    draw = jax.jit(lambda k, lv: inputs.poisson(k, lv, (n,), unrolled=True))
+    key = jax.random.key(9)
+    np.testing.assert_array_equal(draw(key, lv), jax.random.poisson(key, lv, (n,)))
