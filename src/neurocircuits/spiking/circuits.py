@@ -8,6 +8,7 @@ initial conditions. Units: ms, mV, pF, nS, pA, Hz.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -26,7 +27,7 @@ from .inputs import PoissonInput
 from .izhikevich import Izhikevich
 from .lif import LIF
 from .network import SpikeRecorder, SpikingNetwork
-from .propagation import projection
+from .propagation import EventProjection, default_chunk, projection
 from .synapses import ConductanceExp, CurrentExp, Delta, GapJunctions, TsodyksMarkram
 
 __all__ = ["coba", "coba_edges", "brunel", "microcircuit", "PD14", "modular_cortex",
@@ -166,44 +167,60 @@ def psp_to_psc(psp: float, *, C: float, tau_m: float, tau_s: float) -> float:
     return psp / (pre * (frac ** tau_m - frac ** tau_s))
 
 
-def _pd14_edges(key, counts, total, N, offsets, w_mean, d_mean, w_rel_sd, d_rel_sd, dt):
-    """All synapses of the microcircuit in one compiled program, already ordered by
-    presynaptic neuron (no sort): the number of synapses from each presynaptic neuron j into
-    each target population is the count of uniform draws hitting j (the fixed-total-number
-    rule), and targets are uniform within the population."""
+@functools.partial(jax.jit, static_argnames=("n", "total", "dt", "w_rel_sd", "d_rel_sd",
+                                             "delay_dtype"))
+def _pd14_csr(key, counts, labels, pop_n, off, w_mean, d_mean, *, n, total, dt, w_rel_sd,
+              d_rel_sd, delay_dtype):
+    """All synapses of the microcircuit in one compiled program, directly in the CSR layout of
+    an :class:`~neurocircuits.spiking.EventProjection` (no sort, no second pass): the number of
+    synapses from each presynaptic neuron j into each target population is the count of uniform
+    draws hitting j (the fixed-total-number rule), so the synapses come out ordered by j, and
+    targets are uniform within the population. Every array is an argument (constants of this
+    size would be constant-folded by XLA); the function is compiled once per size."""
+    k0, k1, k3, k4 = jax.random.split(key, 4)
+    # draws: pair (a, b) has counts[a, b] uniform presynaptic neurons in population b
+    pair = jnp.repeat(jnp.arange(64, dtype=jnp.int32), counts, total_repeat_length=total)
+    a, b = pair // 8, pair % 8
+    u = jax.random.uniform(k0, (total,))
+    pre_draw = off[b] + jnp.minimum((u * pop_n[b]).astype(jnp.int32), pop_n[b] - 1)
+    C = jnp.zeros((n, 8), jnp.int32).at[pre_draw, a].add(1)  # synapses j -> population a
+    seg = jnp.repeat(jnp.arange(n * 8, dtype=jnp.int32), C.ravel(), total_repeat_length=total)
+    pre, a = seg // 8, seg % 8
+    pr = a * 8 + labels[pre]
+    u2 = jax.random.uniform(k1, (total,))
+    post = off[a] + jnp.minimum((u2 * pop_n[a]).astype(jnp.int32), pop_n[a] - 1)
+    wm = w_mean[pr]
+    w = wm + jnp.abs(wm) * w_rel_sd * jax.random.normal(k3, (total,))
+    w = jnp.where(wm > 0, jnp.maximum(w, 0.0), jnp.minimum(w, 0.0))
+    dm = d_mean[pr]
+    d = jnp.maximum(dm + dm * d_rel_sd * jax.random.normal(k4, (total,)), dt)
+    steps = jnp.rint(d / dt)
+    out_degree = C.sum(axis=1)
+    zero = jnp.zeros((1,), jnp.int32)
+    indptr = jnp.concatenate([zero, jnp.cumsum(out_degree, dtype=jnp.int32),
+                              jnp.full((1,), total, jnp.int32)])
+    pad = lambda x, v: jnp.concatenate([x, jnp.full((1,), v, x.dtype)])  # noqa: E731
+    return (indptr, pad(post, 0), pad(w, 0.0), pad(steps.astype(delay_dtype), 0),
+            jnp.max(out_degree), jnp.max(steps).astype(jnp.int32), jnp.min(steps))
+
+
+def _pd14_projection(key, n_syn, N, w_mean, d_mean, w_rel_sd, d_rel_sd, dt, chunk):
+    """The microcircuit's synapses as one event projection (delays in steps of ``dt``)."""
     N = np.asarray(N)
-    n = int(N.sum())
-    labels = jnp.asarray(np.repeat(np.arange(8), N), jnp.int32)
-    pop_n = jnp.asarray(N, jnp.int32)
-    off = jnp.asarray(offsets, jnp.int32)
-    counts_np = np.asarray(counts).reshape(8, 8)
-
-    @jax.jit
-    def build(key, counts, labels, pop_n, off):
-        # every array is an argument: constants of this size would be constant-folded by XLA
-        k0, k1, k3, k4 = jax.random.split(key, 4)
-        # draws: pair (a, b) has counts[a, b] uniform presynaptic neurons in population b
-        pair = jnp.repeat(jnp.arange(64, dtype=jnp.int32), counts, total_repeat_length=total)
-        a, b = pair // 8, pair % 8
-        u = jax.random.uniform(k0, (total,))
-        pre_draw = off[b] + jnp.minimum((u * pop_n[b]).astype(jnp.int32), pop_n[b] - 1)
-        C = jnp.zeros((n, 8), jnp.int32).at[pre_draw, a].add(1)  # synapses j -> population a
-        seg = jnp.repeat(jnp.arange(n * 8, dtype=jnp.int32), C.ravel(), total_repeat_length=total)
-        pre, a = seg // 8, seg % 8
-        pr = a * 8 + labels[pre]
-        u2 = jax.random.uniform(k1, (total,))
-        post = off[a] + jnp.minimum((u2 * pop_n[a]).astype(jnp.int32), pop_n[a] - 1)
-        wm = w_mean_a[pr]
-        w = wm + jnp.abs(wm) * w_rel_sd * jax.random.normal(k3, (total,))
-        w = jnp.where(wm > 0, jnp.maximum(w, 0.0), jnp.minimum(w, 0.0))
-        dm = d_mean_a[pr]
-        d = jnp.maximum(dm + dm * d_rel_sd * jax.random.normal(k4, (total,)), dt)
-        return pre, post, w, d
-
-    w_mean_a = jnp.asarray(w_mean, jnp.float32)
-    d_mean_a = jnp.asarray(d_mean, jnp.float32)
-    pre, post, w, d = build(key, jnp.asarray(counts_np.ravel(), jnp.int32), labels, pop_n, off)
-    return Edges(pre, post, w, d)
+    n, total = int(N.sum()), int(n_syn.sum())
+    offsets = np.concatenate([[0], np.cumsum(N)[:-1]])
+    args = (key, jnp.asarray(n_syn.ravel(), jnp.int32),
+            jnp.asarray(np.repeat(np.arange(8), N), jnp.int32), jnp.asarray(N, jnp.int32),
+            jnp.asarray(offsets, jnp.int32), jnp.asarray(w_mean, jnp.float32),
+            jnp.asarray(d_mean, jnp.float32))
+    kw = dict(n=n, total=total, dt=float(dt), w_rel_sd=float(w_rel_sd),
+              d_rel_sd=float(d_rel_sd))
+    indptr, post, w, d, max_out, max_d, min_d = _pd14_csr(*args, **kw, delay_dtype=jnp.int16)
+    max_out, max_d, min_d = (int(v) for v in jax.device_get((max_out, max_d, min_d)))
+    if max_d >= 2**15 or min_d < 0:  # int16 steps overflow (a tiny dt): redraw as int32
+        indptr, post, w, d, *_ = _pd14_csr(*args, **kw, delay_dtype=jnp.int32)
+    return EventProjection(indptr, post, w, d, 0, 0, max_d, max(1, max_out), float(dt),
+                           default_chunk(total) if chunk is None else chunk)
 
 
 def microcircuit(key, *, scale: float = 1.0, dt: float = 0.1, recorder=None,
@@ -226,7 +243,6 @@ def microcircuit(key, *, scale: float = 1.0, dt: float = 0.1, recorder=None,
         raise NeurocircuitsError(f"scale must lie in (0, 1], got {scale!r}.")
     N_full = np.asarray(P.N, np.float64)
     N = np.maximum(np.rint(N_full * scale).astype(np.int64), 1)
-    offsets = np.concatenate([[0], np.cumsum(N)[:-1]])
     n = int(N.sum())
     probs = np.asarray(P.conn_probs)
     K_full = np.log(1 - probs) / np.log(1 - 1 / np.outer(N_full, N_full))
@@ -236,9 +252,12 @@ def microcircuit(key, *, scale: float = 1.0, dt: float = 0.1, recorder=None,
     w_mean = np.where(exc, w_e, w_e * P.g)
     w_mean[0, 2] *= 2.0  # L4E -> L2/3E
     d_mean = np.where(exc, P.delay_e, P.delay_i)
-    edges = _pd14_edges(key, jnp.asarray(n_syn.ravel()), int(n_syn.sum()), N, offsets,
-                        w_mean.ravel(), d_mean.ravel(), P.PSP_rel_sd, P.delay_rel_sd, dt)
-    proj = projection(edges, n, receptor=0, dt=dt, propagation="event", chunk=chunk)
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer))
+                              or chunk < 1):
+        raise NeurocircuitsError(f"chunk must be an int >= 1 (synapse events per scatter pass), "
+                                 f"got {chunk!r}.")
+    proj = _pd14_projection(key, n_syn, N, w_mean.ravel(), d_mean.ravel(), P.PSP_rel_sd,
+                            P.delay_rel_sd, dt, None if chunk is None else int(chunk))
     if max_spikes_per_step is None:
         max_spikes_per_step = max(128, n // 4)  # the start is synchronous
     labels = np.repeat(np.arange(8), N).astype(np.int32)

@@ -19,7 +19,8 @@ Three interchangeable paths, all fed from the same :class:`~neurocircuits.spikin
   out-degree) that is scattered into the ring buffer in passes of ``chunk`` synapse events: the
   first pass always runs, further passes only when a step has more events (on GPUs each further
   pass, and the check for it, costs a device-to-host synchronisation, so ``chunk`` should cover
-  a typical step). Up to the network's ``max_spikes_per_step`` spiking neurons are processed per
+  a typical step; when ``max_spikes_per_step`` x the largest out-degree fits in one pass there
+  is no loop). Up to the network's ``max_spikes_per_step`` spiking neurons are processed per
   step; more raise an error after the run (see :func:`neurocircuits.spiking.check_run`).
 
 Dense and gather paths need a homogeneous delay per projection.
@@ -96,10 +97,14 @@ def _upper_bound(cum, x):
 def default_chunk(nnz: int, backend: str | None = None) -> int:
     """Synapse events per scatter pass of an event projection with ``nnz`` synapses: about the
     events of one step when the network fires at 10 Hz with dt = 0.1 ms (``nnz / 1000``),
-    rounded to a power of two, within [1024, 2^20] on GPUs (one large pass is cheap; every
-    further pass synchronises with the host) and [256, 4096] on the CPU."""
+    rounded to a power of two, within [2^17, 2^20] on GPUs and [256, 4096] on the CPU.
+
+    On a GPU a pass is one kernel whose cost hardly depends on its size up to ~10^5 lanes,
+    while every further pass (and the check whether one is needed) waits for the host; when
+    ``max_spikes_per_step x`` the largest out-degree fits in one pass (COBA: 200 x ~110) the
+    step has no loop at all. On the CPU the cost is linear in the lanes."""
     backend = jax.default_backend() if backend is None else backend
-    lo, hi = (256, 4096) if backend == "cpu" else (1024, 1 << 20)
+    lo, hi = (256, 4096) if backend == "cpu" else (1 << 17, 1 << 20)
     e = 1 << max(0, int(round(np.log2(max(1.0, nnz / 1000.0)))))
     return int(min(hi, max(lo, e)))
 
