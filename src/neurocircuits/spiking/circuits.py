@@ -30,7 +30,7 @@ from .network import SpikeRecorder, SpikingNetwork
 from .propagation import EventProjection, default_chunk, projection
 from .synapses import ConductanceExp, CurrentExp, Delta, GapJunctions, TsodyksMarkram
 
-__all__ = ["coba", "coba_edges", "brunel", "microcircuit", "PD14", "modular_cortex",
+__all__ = ["coba", "coba_edges", "brunel", "brunel_edges", "microcircuit", "PD14", "modular_cortex",
            "modular_cortex_indegrees", "psp_to_psc"]
 
 
@@ -84,29 +84,97 @@ def coba(key, n: int = 4000, *, f_exc: float = 0.8, p: float = 0.02, dg_e: float
 # ------------------------------------------------------------------------------------------
 # Brunel (2000), model A
 # ------------------------------------------------------------------------------------------
+def brunel_edges(key, *, n_e: int = 10_000, gamma: float = 0.25,
+                 C_E: int = 1000) -> tuple[Edges, Edges]:
+    r"""The synapses of Brunel's model A with unit weights: ``(E, I)``, every one of the
+    :math:`N = N_E + N_I` neurons (:math:`N_I = \gamma N_E`) receiving exactly :math:`C_E`
+    synapses (weight +1) from distinct excitatory neurons and :math:`C_I = \gamma C_E` (weight
+    -1) from distinct inhibitory ones, drawn uniformly (no multapses; autapses allowed, as in
+    NEST's ``fixed_indegree``). :func:`brunel` scales them; build once and pass them as
+    ``edges=`` to simulate several phase points on one connectivity."""
+    n_e, n_i, C_E, C_I = _brunel_sizes(n_e, gamma, C_E)
+    n = n_e + n_i
+    k_e, k_i = jax.random.split(key)
+    ee = fixed_in_degree_edges(k_e, n, n_e, C_E, weight=1.0)
+    ei = fixed_in_degree_edges(k_i, n, n_i, C_I, weight=-1.0, pre_offset=n_e)
+    return ee, ei
+
+
+def _brunel_sizes(n_e, gamma, C_E):
+    for name, v in (("n_e", n_e), ("C_E", C_E)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise NeurocircuitsError(f"{name} must be an int >= 1, got {v!r}.")
+    if not (np.isfinite(gamma) and 0 < gamma <= 1):
+        raise NeurocircuitsError(f"gamma = N_I/N_E must lie in (0, 1], got {gamma!r}.")
+    n_i = int(round(gamma * n_e))
+    C_I = int(round(gamma * C_E))
+    if C_E > n_e or C_I > n_i or n_i < 1 or C_I < 1:
+        raise NeurocircuitsError(
+            f"in-degrees C_E = {C_E}, C_I = {C_I} need C_E <= N_E = {n_e}, 1 <= C_I <= N_I = "
+            f"{n_i} (distinct presynaptic neurons); use a larger n_e or a smaller C_E.")
+    return int(n_e), n_i, int(C_E), C_I
+
+
 def brunel(key, *, n_e: int = 10_000, gamma: float = 0.25, C_E: int = 1000, J: float = 0.1,
            g: float = 5.0, eta: float = 2.0, delay: float = 1.5, tau_m: float = 20.0,
            V_th: float = 20.0, V_r: float = 10.0, t_ref: float = 2.0, dt: float = 0.1,
            propagation: str = "event", recorder: SpikeRecorder | None = None,
-           max_spikes_per_step: int | None = None) -> tuple[SpikingNetwork, Callable]:
+           max_spikes_per_step: int | None = None, chunk: int | None = None,
+           edges: tuple[Edges, Edges] | None = None) -> tuple[SpikingNetwork, Callable]:
     r"""Brunel's (2000) sparse network of LIF neurons with delta synapses (model A).
 
-    :math:`N_E` excitatory and :math:`N_I = \gamma N_E` inhibitory neurons; each receives exactly
-    :math:`C_E` excitatory (PSP ``J`` mV) and :math:`C_I = \gamma C_E` inhibitory (``-g J``)
-    synapses with delay ``D``, and :math:`C_E` external Poisson inputs at
-    :math:`\nu_{ext} = \eta\,\nu_{thr}`, :math:`\nu_{thr} = \theta/(J C_E \tau)`. Voltages are
-    relative to rest (E_L = 0): theta = 20 mV, V_r = 10 mV, tau = 20 ms, t_ref = 2 ms.
+    :math:`N_E` excitatory and :math:`N_I = \gamma N_E` inhibitory neurons,
+    :math:`\tau \dot V = -V + \tau \sum_j J_j \sum_k \delta(t - t_j^k - D)` (voltages relative
+    to rest), threshold :math:`\theta` = ``V_th``, reset ``V_r`` held for ``t_ref`` (inputs
+    arriving meanwhile are lost: "insensitive to stimulation"). Each neuron receives exactly
+    :math:`C_E` excitatory synapses (PSP ``J`` mV) and :math:`C_I = \gamma C_E` inhibitory ones
+    (:math:`-gJ`) with delay ``D`` (:func:`brunel_edges`), and :math:`C_E` independent external
+    Poisson trains of rate :math:`\nu_{ext} = \eta\,\nu_{thr}`,
+    :math:`\nu_{thr} = \theta/(J C_E \tau)`, PSP ``J``. Defaults: the paper's values
+    (:math:`N_E` = 10,000, :math:`C_E` = 1000, J = 0.1 mV, D = 1.5 ms, tau = 20 ms, theta =
+    20 mV, V_r = 10 mV, t_ref = 2 ms), at the asynchronous irregular point g = 5, eta = 2.
+
+    Timing is that of NEST's ``iaf_psc_delta`` (``brunel_delta_nest.py``) and of the paper's
+    continuous-time model: a PSP arriving at :math:`t` can make the neuron fire at :math:`t`, so
+    a spike at :math:`t_s` can cause spikes at :math:`t_s + D` (not :math:`t_s + D + dt`), and the
+    voltage at the end of the arrival step is exactly :math:`e^{-dt/\tau}V + J`. The network
+    step adds jumps at the start of a step and then relaxes, so the projection's delay is
+    :math:`D - dt` and every weight is :math:`J e^{dt/\tau}` (an exact rewriting; ``delay`` must
+    be at least one step).
+
+    ``init(key)`` draws :math:`V` uniformly in :math:`[0, \theta)`. Units: ms, mV, Hz.
     """
-    n_i = int(round(gamma * n_e))
+    n_e, n_i, C_E, C_I = _brunel_sizes(n_e, gamma, C_E)
     n = n_e + n_i
-    C_I = int(round(gamma * C_E))
-    k_e, k_i = jax.random.split(key)
-    ee = fixed_in_degree_edges(k_e, n, n_e, C_E, weight=J)
-    ei = fixed_in_degree_edges(k_i, n, n_i, C_I, weight=-g * J, pre_offset=n_e)
+    for name, v, positive in (("J", J, True), ("g", g, False), ("eta", eta, False),
+                              ("tau_m", tau_m, True), ("dt", dt, True)):
+        if not np.isfinite(v) or v < 0 or (positive and v == 0):
+            raise NeurocircuitsError(
+                f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {v!r}.")
+    if not (np.isfinite(delay) and delay >= dt * (1 - 1e-9)):
+        raise NeurocircuitsError(
+            f"delay = {delay!r} ms is shorter than one step dt = {dt} ms; a spike acts on its "
+            "targets one step later at the earliest (as in NEST). Use delay >= dt.")
+    if edges is None:
+        edges = brunel_edges(key, n_e=n_e, gamma=gamma, C_E=C_E)
+    if not (isinstance(edges, tuple) and len(edges) == 2
+            and all(isinstance(e, Edges) for e in edges)):
+        raise NeurocircuitsError(
+            f"edges must be the pair (E, I) of Edges from brunel_edges(...), got "
+            f"{type(edges).__name__}.")
+    ee, ei = edges
+    if ee.nnz != n * C_E or ei.nnz != n * C_I:
+        raise NeurocircuitsError(
+            f"edges do not fit this network: {ee.nnz} E and {ei.nnz} I synapses, expected "
+            f"{n * C_E} and {n * C_I}; build them with brunel_edges(key, n_e={n_e}, "
+            f"gamma={gamma}, C_E={C_E}).")
+    w = J * float(np.exp(dt / tau_m))  # the jump relaxes over its arrival step
+    syn = concat(Edges(ee.pre, ee.post, ee.weight * w), Edges(ei.pre, ei.post, ei.weight * g * w))
     nu_thr = V_th / (J * C_E * tau_m) * 1e3  # Hz
     lif = LIF.from_tau(tau_m, C=250.0, E_L=0.0, V_th=V_th, V_reset=V_r, t_ref=t_ref)
-    proj = projection(concat(ee, ei), n, receptor=0, dt=dt, delay=delay, propagation=propagation)
-    ext = PoissonInput(rate=eta * nu_thr, n_sources=C_E, weight=J, receptor=0)
+    proj = projection(syn, n, receptor=0, dt=dt, delay=delay - dt, propagation=propagation,
+                      chunk=chunk)
+    ext = PoissonInput(rate=eta * nu_thr, n_sources=C_E, weight=w, receptor=0)
     labels = (np.arange(n) >= n_e).astype(np.int32)
     net = SpikingNetwork(lif, n, receptors=(Delta(),), projections=(proj,), inputs=(ext,),
                          labels=labels, populations=("E", "I"), recorder=recorder,

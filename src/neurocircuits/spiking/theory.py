@@ -28,7 +28,8 @@ from scipy import integrate, optimize, special
 
 from .._core.errors import NeurocircuitsError
 
-__all__ = ["siegert", "siegert_derivative", "BrunelResult", "brunel_rate", "MeanFieldResult",
+__all__ = ["siegert", "siegert_derivative", "lif_cv", "BrunelResult", "brunel_rate",
+           "BrunelStability", "brunel_stability", "MeanFieldResult",
            "ConductanceMeanFieldResult", "izhikevich_transfer", "conductance_mean_field",
            "mean_field", "ALPHA"]
 
@@ -125,6 +126,221 @@ def brunel_rate(*, g: float, eta: float, J: float = 0.1, C_E: int = 1000, gamma:
     nu = optimize.brentq(f, grid[i], grid[i + 1], xtol=1e-12) if vals[i] != 0 else grid[i]
     mu, s = musig(nu)
     return BrunelResult(float(nu * 1e3), float(mu + E_L), float(s), True, float(abs(f(nu))))
+
+
+def _lif_cv_one(mu, sigma, tau_m, V_th, V_r, t_ref):
+    if sigma <= 0:
+        return 0.0 if mu > V_th else float("nan")
+    y_th, y_r = (V_th - mu) / sigma, (V_r - mu) / sigma
+    if y_th > 15:  # no spikes to double precision
+        return float("nan")
+    # e^{x^2} \int_{-inf}^x e^{y^2} (1 + erf y)^2 dy with y = x - u and
+    # e^{y^2}(1 + erf y)^2 = erfcx(-y)^2 e^{-y^2}: \int_0^inf e^{2xu - u^2} erfcx(u - x)^2 du,
+    # bounded for every x (no overflow of e^{x^2} far below threshold)
+    def inner(x):
+        return integrate.quad(lambda u: np.exp(2 * x * u - u * u) * special.erfcx(u - x) ** 2,
+                              0.0, np.inf, limit=200)[0]
+
+    outer, _ = integrate.quad(inner, y_r, y_th, limit=200)
+    mean_isi = t_ref + tau_m * np.sqrt(np.pi) * integrate.quad(
+        lambda u: special.erfcx(-u), y_r, y_th, limit=200)[0]
+    return float(np.sqrt(2.0 * np.pi * outer) * tau_m / mean_isi)
+
+
+def lif_cv(mu, sigma, *, tau_m: float, V_th: float, V_r: float, t_ref: float):
+    r"""The coefficient of variation of the inter-spike intervals of a LIF neuron under
+    white-noise input (the renewal process of :func:`siegert`):
+
+    .. math::
+
+        CV^2 = 2\pi (\nu\tau_m)^2 \int_{y_r}^{y_\theta} e^{x^2} dx
+            \int_{-\infty}^{x} e^{y^2} (1 + \mathrm{erf}\,y)^2 dy ,
+
+    :math:`y_\theta = (\theta - \mu)/\sigma`, :math:`y_r = (V_r - \mu)/\sigma`, :math:`\nu` the
+    Siegert rate (Brunel 2000, appendix A). ``mu`` (mV, absolute) and ``sigma`` (mV) are scalars
+    or arrays of one shape; NaN where the rate vanishes (no intervals). With Poisson input of
+    small PSPs (Brunel's model A with Poisson presynaptic trains) this is the CV of the
+    asynchronous state; recurrent trains that are more regular than Poisson lower it.
+
+    Example:
+        >>> round(lif_cv(21.0, 7.7, tau_m=20.0, V_th=20.0, V_r=10.0, t_ref=2.0), 2)
+        0.68
+    """
+    mu, sigma = np.broadcast_arrays(np.asarray(mu, np.float64), np.asarray(sigma, np.float64))
+    if np.any(sigma < 0) or not np.all(np.isfinite(mu)) or not np.all(np.isfinite(sigma)):
+        raise NeurocircuitsError(f"sigma must be finite and >= 0 mV and mu finite; got "
+                                 f"mu={mu.ravel()[:4]}, sigma={sigma.ravel()[:4]}.")
+    if not tau_m > 0 or t_ref < 0 or not V_th > V_r:
+        raise NeurocircuitsError(
+            f"need tau_m > 0, t_ref >= 0 and V_th > V_r; got tau_m={tau_m}, t_ref={t_ref}, "
+            f"V_th={V_th}, V_r={V_r}.")
+    out = np.vectorize(_lif_cv_one)(mu, sigma, tau_m, V_th, V_r, t_ref)
+    return float(out) if out.ndim == 0 else out
+
+
+@dataclasses.dataclass(frozen=True)
+class BrunelStability:
+    r"""Linear stability of the asynchronous state of Brunel's model A.
+
+    Attributes:
+        rate_hz: the stationary rate (:func:`brunel_rate`).
+        eigenvalues: the roots :math:`\lambda` of the characteristic equation found in the
+            searched region, largest real part first, in units of 1/s (real part: growth rate,
+            imaginary part: angular frequency; one of each conjugate pair).
+        growth_rate: :math:`\mathrm{Re}\,\lambda` of the leading root (1/s); < 0: stable.
+        frequency_hz: :math:`\mathrm{Im}\,\lambda / 2\pi` of the leading root (Hz): the
+            frequency of the oscillation that grows (unstable) or of the damped mode that finite
+            size noise excites (stable).
+        stable: no root with :math:`\mathrm{Re}\,\lambda > 0` in the searched region.
+        converged: the fixed point exists and every root was refined to ``residual``.
+        residual: the largest :math:`|F(\lambda)|` at the returned roots.
+    """
+
+    rate_hz: float
+    eigenvalues: np.ndarray
+    growth_rate: float
+    frequency_hz: float
+    stable: bool
+    converged: bool
+    residual: float
+
+    @property
+    def quality(self) -> float:
+        """Oscillation periods per e-fold decay of the leading damped mode, ``f / |Re lambda|``
+        (inf when it does not decay)."""
+        return self.frequency_hz / -self.growth_rate if self.growth_rate < 0 else float("inf")
+
+
+def _threshold_integration(mu, sigma, tau_m, V_th, V_r, t_ref, lam, n_grid):
+    r"""Richardson's (2007) threshold integration of the stationary and the linearised
+    Fokker--Planck equation of the LIF neuron, :math:`\tau\dot V = \mu - V + \sigma\sqrt\tau\xi`,
+    from threshold down to ``V_min``. Voltages relative to rest. Returns the stationary rate
+    (1/ms) and the rate responses to a modulation of ``mu`` (per mV) and of ``sigma^2`` (per
+    mV^2) at the complex rates ``lam`` (1/ms)."""
+    V = np.linspace(V_th, min(V_r, mu) - 7.0 * sigma, n_grid)  # downward
+    d = V[0] - V[1]
+    s2 = sigma * sigma
+    G = 2.0 * (mu - V) / s2
+    z = -G * d
+    e = np.exp(z)
+    small = np.abs(z) < 1e-12
+    c = np.where(small, -d, -d * np.expm1(np.where(small, 1.0, z)) / np.where(small, 1.0, z))
+    k_reset = int(np.nonzero((V[:-1] >= V_r) & (V[1:] < V_r))[0][0])
+    # stationary density (per unit rate), J0 = 1 above the reset and 0 below
+    P0 = np.zeros(n_grid)
+    J0 = np.zeros(n_grid)
+    J0[: k_reset + 1] = 1.0
+    for k in range(n_grid - 1):
+        P0[k + 1] = P0[k] * e[k] + (-2.0 * tau_m * J0[k] / s2) * c[k]
+    mass = 0.5 * np.sum(P0[1:] + P0[:-1]) * d
+    nu0 = 1.0 / (mass + t_ref)
+    P0 = P0 * nu0
+    J0 = J0 * nu0
+    dP0 = 2.0 * ((mu - V) * P0 - tau_m * J0) / s2
+    lam = np.asarray(lam, complex)
+    reset = np.exp(-lam * t_ref)
+    # three solutions from threshold down: free (nu1 = 1 at threshold) and forced by a unit
+    # modulation of mu and of sigma^2 (P1 = J1 = 0 at threshold)
+    Pf, Pm, Ps = (np.zeros_like(lam) for _ in range(3))
+    Jf, Jm, Js = np.ones_like(lam), np.zeros_like(lam), np.zeros_like(lam)
+    a = 2.0 * tau_m / s2
+    for k in range(n_grid - 1):
+        Hf = -a * Jf
+        Hm = 2.0 * P0[k] / s2 - a * Jm
+        Hs = -dP0[k] / s2 - a * Js
+        Jf = Jf + lam * Pf * d
+        Jm = Jm + lam * Pm * d
+        Js = Js + lam * Ps * d
+        Pf = Pf * e[k] + Hf * c[k]
+        Pm = Pm * e[k] + Hm * c[k]
+        Ps = Ps * e[k] + Hs * c[k]
+        if k == k_reset:
+            Jf = Jf - reset
+    # the flux vanishes at V -> -inf: nu1 Jf + mu1 Jm + s1 Js = 0
+    return nu0, -Jm / Jf, -Js / Jf
+
+
+def brunel_stability(*, g: float, eta: float, J: float = 0.1, C_E: int = 1000,
+                     gamma: float = 0.25, tau_m: float = 20.0, V_th: float = 20.0,
+                     V_r: float = 10.0, t_ref: float = 2.0, delay: float = 1.5,
+                     E_L: float = 0.0, f_max: float = 700.0, growth_range: float = 400.0,
+                     n_grid: int = 2000) -> BrunelStability:
+    r"""Linear stability of the asynchronous state of Brunel's (2000) model A (diffusion
+    approximation, his section 4): a perturbation :math:`\nu_1 e^{\lambda t}` of the rate
+    modulates the mean and the variance of the input after the delay ``D``,
+    :math:`\mu_1 = K_\mu \nu_1 e^{-\lambda D}`, :math:`(\sigma^2)_1 = K_\sigma \nu_1
+    e^{-\lambda D}`, :math:`K_\mu = C_E J \tau (1 - g\gamma)`, :math:`K_\sigma = C_E J^2 \tau
+    (1 + g^2\gamma)`, and the eigenvalues solve
+
+    .. math::
+
+        1 = e^{-\lambda D}\left[K_\mu R_\mu(\lambda) + K_\sigma R_{\sigma^2}(\lambda)\right],
+
+    with :math:`R_\mu, R_{\sigma^2}` the LIF rate responses to a modulated mean and variance,
+    computed by threshold integration of the linearised Fokker--Planck equation (Richardson,
+    Phys. Rev. E 76, 021919, 2007) instead of Brunel's hypergeometric functions. The roots are
+    searched on a grid of :math:`|\mathrm{Re}\,\lambda| \le` ``growth_range`` (1/s) and
+    :math:`0 < \mathrm{Im}\,\lambda/2\pi \le` ``f_max`` (Hz), then refined by Newton's method.
+
+    Unstable with a frequency near :math:`1/(4D)`-:math:`1/(2D)`: the fast synchronous irregular
+    (or, at high rates, synchronous regular) state; unstable at a few tens of Hz with
+    :math:`\nu_{ext} \approx \nu_{thr}`: the slow oscillation; stable: the asynchronous state,
+    whose finite-size fluctuations show the damped mode (``frequency_hz``, decay
+    ``-growth_rate``). Parameters as :func:`brunel_rate`; ``delay`` in ms.
+
+    Example:
+        >>> s = brunel_stability(g=6.0, eta=4.0)
+        >>> s.stable, round(s.frequency_hz, -1)
+        (False, 190.0)
+    """
+    if not delay >= 0 or not np.isfinite(delay):
+        raise NeurocircuitsError(f"delay must be finite and >= 0 ms, got {delay!r}.")
+    if isinstance(n_grid, bool) or not isinstance(n_grid, (int, np.integer)) or n_grid < 200:
+        raise NeurocircuitsError(f"n_grid must be an int >= 200 voltage points, got {n_grid!r}.")
+    r = brunel_rate(g=g, eta=eta, J=J, C_E=C_E, gamma=gamma, tau_m=tau_m, V_th=V_th, V_r=V_r,
+                    t_ref=t_ref, E_L=E_L)
+    nan = float("nan")
+    if not r.converged:
+        return BrunelStability(nan, np.zeros(0, complex), nan, nan, False, False, float("inf"))
+    mu, sigma = r.mu - E_L, r.sigma
+    th, vr = V_th - E_L, V_r - E_L
+    K_mu = C_E * J * tau_m * (1 - g * gamma)
+    K_s = C_E * J * J * tau_m * (1 + g * g * gamma)
+
+    def F(lam):
+        _, Rm, Rs = _threshold_integration(mu, sigma, tau_m, th, vr, t_ref, lam, n_grid)
+        return 1.0 - np.exp(-lam * delay) * (K_mu * Rm + K_s * Rs)
+
+    x = np.linspace(-growth_range, growth_range, 33) * 1e-3
+    w = 2 * np.pi * np.linspace(f_max / 70, f_max, 70) * 1e-3
+    X, W = np.meshgrid(x, w, indexing="ij")
+    A = np.abs(F((X + 1j * W).ravel())).reshape(X.shape)
+    starts = [X[i, j] + 1j * W[i, j] for i in range(A.shape[0]) for j in range(A.shape[1])
+              if A[i, j] <= A[max(i - 1, 0):i + 2, max(j - 1, 0):j + 2].min() and A[i, j] < 1.0]
+    if not starts:
+        return BrunelStability(r.rate_hz, np.zeros(0, complex), -np.inf, nan, True, True, 0.0)
+    z = np.asarray(starts, complex)
+    h = 1e-7
+    for _ in range(40):  # Newton on all candidates at once (F is analytic in lambda)
+        f0 = F(z)
+        df = (F(z + h) - f0) / h
+        step = f0 / np.where(df == 0, 1.0, df)
+        step = np.where(np.abs(step) > 0.05, 0.05 * step / np.abs(step), step)
+        z = z - step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    res = np.abs(F(z))
+    keep = (res < 1e-6) & (z.imag > 0) & (np.abs(z.real) <= 2 * growth_range * 1e-3)
+    roots = []
+    for v in z[keep]:
+        if all(abs(v - u) > 1e-5 for u in roots):
+            roots.append(v)
+    roots = np.array(sorted(roots, key=lambda v: -v.real), complex) * 1e3  # 1/s
+    if roots.size == 0:
+        return BrunelStability(r.rate_hz, roots, -np.inf, nan, True, True, 0.0)
+    lead = roots[0]
+    return BrunelStability(r.rate_hz, roots, float(lead.real), float(lead.imag / (2 * np.pi)),
+                           bool(lead.real < 0), True, float(res[keep].max()))
 
 
 @dataclasses.dataclass(frozen=True)
