@@ -260,14 +260,13 @@ def _figures(config, traces, rasters, acfs, theory, bin_ms):
         lags, acf = acfs[s]
         axes[2, j].plot(lags, acf, label="simulation")
         st = theory[s]
-        if np.isfinite(st.frequency_hz) and lags.size:
+        if st.stable and np.isfinite(st.frequency_hz) and lags.size > 1:
             lam = st.growth_rate * 1e-3
-            axes[2, j].plot(lags, np.exp(lam * lags) * np.cos(2 * np.pi * st.frequency_hz * 1e-3
-                                                                * lags) * (acf[1] if acf.size > 1
-                                                                           else 1.0),
-                            "--", label="theory mode" + (" (growing)" if lam > 0 else ""))
-            if lam > 0:
-                axes[2, j].set_ylim(-1.05, 1.05)
+            mode = np.exp(lam * lags) * np.cos(2 * np.pi * st.frequency_hz * 1e-3 * lags)
+            axes[2, j].plot(lags, mode * acf[1], "--", label="theory: damped mode")
+        elif np.isfinite(st.frequency_hz):
+            axes[2, j].set_title(f"theory: unstable, {st.frequency_hz:.0f} Hz, "
+                                 f"+{st.growth_rate:.0f}/s", fontsize=8)
         axes[2, j].set_xlabel("lag (ms)")
         axes[2, j].set_ylabel("rate autocorrelation")
         axes[2, j].legend(fontsize=7)
