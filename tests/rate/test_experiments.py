@@ -9,15 +9,17 @@ from neurocircuits.cli import main
 TINY = {
     "rate-balanced": ["sizes=150,300", "n_seeds=2", "t_measure=300", "t_transient=200",
                       "coherent_n=60", "coherent_trials=4", "coherent_J0=1,4",
-                      "coherent_amplitudes=0,6", "theory_grid=7"],
+                      "coherent_amplitudes=0,6", "theory_grid=7", "theory_loops=20"],
     "rate-modular": ["module_sizes=40,80", "n_seeds=2", "t_measure=300", "t_transient=200",
-                     "n_recorded=10", "theory_samples=200"],
+                     "n_recorded=10", "theory_samples=12", "theory_loops=2"],
 }
 KEYS = {
     "rate-balanced": ["h_std_exponent_critical", "h_std_exponent_inhibitory",
-                      "h_std_theory_rel_err", "coherent_prob", "quiescent_fraction_critical"],
+                      "h_std_theory_rel_err", "coherent_prob", "quiescent_fraction_critical",
+                      "quiescent_fraction_critical_theory", "h_std_critical_median_theory"],
     "rate-modular": ["module_var_rel_err", "within_between_corr_ratio",
-                     "within_between_corr_ratio_theory", "within_module_corr"],
+                     "within_between_corr_ratio_theory", "within_module_corr",
+                     "module_var_theory_median"],
 }
 
 

@@ -6,10 +6,13 @@ Networks: :math:`\phi = 1 + \tanh`, :math:`J_{ij} = s_j J_0/\sqrt N + g z_{ij}/\
 dominated*: :math:`\gamma` larger, driven by :math:`I = I_0\sqrt N` so that it stays active.
 
 1. Scaling: the time-std of the macroscopic field :math:`h = (J_0/\sqrt N)\sum_j s_j\phi(u_j)`
-   over sizes N, seed-averaged, against :func:`neurocircuits.rate.macroscopic.macroscopic_fluctuations`;
-   fitted exponents of std(h) ∝ N^a for simulation and theory. Networks whose field stopped
-   fluctuating (a fixed point, frequent at small N) are reported as ``quiescent_fraction_*``
-   and left out of the averages, since the theory describes the fluctuating state.
+   over the measured window, per network, over sizes N, against
+   :func:`neurocircuits.rate.macroscopic.macroscopic_fluctuations` for the same window. Both
+   sides describe the same population of networks: every realisation, including the ones at a
+   fixed point (about a quarter of the critical networks at every N; the theory predicts the
+   fraction, reported as ``quiescent_fraction_*`` and ``..._theory``). The headline comparison
+   and the fitted exponents of std(h) ∝ N^a use the median over networks; means over all
+   networks and over the fluctuating ones are reported as well.
 2. Coherent state: a trial is *coherent* when the Golomb–Hansel synchrony
    :math:`\chi = \sqrt{\mathrm{Var}_t\,m / \langle \mathrm{Var}_t\,\phi_i\rangle_i}` of the
    population rate :math:`m(t)` after a common input pulse of amplitude A exceeds
@@ -61,6 +64,8 @@ class Config:
     quiescent_threshold: float = param(0.02, low=0.0,
                                        help="std(h) below which a network is at a fixed point")
     theory_grid: int = param(41, quick=15, low=5, high=201, help="operating points in theory")
+    theory_loops: int = param(300, quick=100, low=10, high=10_000,
+                              help="loop-gain samples per operating point in theory")
 
     def check(self):
         from .._core.errors import ConfigError
@@ -95,8 +100,10 @@ def _field_std(config: Config, n: int, gamma: float, bias: float, key, ctx) -> n
     return np.concatenate(stds)
 
 
-def _coherent_trials(config: Config, J0: float, amplitude: float, key) -> np.ndarray:
-    """Synchrony chi after a pulse, one value per trial (network + initial condition)."""
+def _coherent_trials(config: Config, J0: float, amplitude: float, key):
+    """Synchrony chi after a pulse and the r.m.s. temporal std of the units' rates (a fixed
+    point has ~0: its chi is a ratio of rounding errors), one value per trial (network +
+    initial condition)."""
     n, trials = config.coherent_n, config.coherent_trials
     t_on = config.t_transient
     n_steps = int(round((t_on + 100.0 + config.t_measure) / config.dt)) // 10 * 10
@@ -114,7 +121,8 @@ def _coherent_trials(config: Config, J0: float, amplitude: float, key) -> np.nda
     after = int(round((t_on + 300.0) / (5 * config.dt)))
     m = np.asarray(traj.ys["m"])[:, after:]
     r = np.asarray(traj.ys["r"])[:, after:]
-    return np.sqrt(m.var(axis=1) / np.maximum(r.var(axis=1).mean(axis=1), 1e-30))
+    unit_var = r.var(axis=1).mean(axis=1)
+    return np.sqrt(m.var(axis=1) / np.maximum(unit_var, 1e-30)), np.sqrt(unit_var)
 
 
 def _fit_exponent(sizes, values) -> float:
@@ -126,6 +134,16 @@ def _fit_exponent(sizes, values) -> float:
     return float(np.polyfit(np.log(sizes[ok]), np.log(values[ok]), 1)[0])
 
 
+def _median_ci(values) -> tuple[float, float]:
+    """A 68% confidence interval of the median from order statistics (binomial ranks)."""
+    v = np.sort(np.asarray(values, float))
+    n = v.size
+    half = 0.5 * math.sqrt(n)
+    lo = int(max(math.floor(n / 2 - half), 0))
+    hi = int(min(math.ceil(n / 2 + half), n - 1))
+    return float(v[lo]), float(v[hi])
+
+
 def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     import xarray as xr
 
@@ -133,72 +151,124 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     cases = {"critical": (config.f / (1 - config.f), 0.0),
              "inhibitory": (config.gamma_inhibitory, config.drive_inhibitory)}
     sim = {c: np.zeros((len(sizes), config.n_seeds)) for c in cases}
-    theory = {c: np.zeros(len(sizes)) for c in cases}
+    th_keys = ("h_std", "h_std_median", "h_std_fluctuating", "fixed_point_fraction",
+               "quiescent_fraction", "h_std_q25", "h_std_q75")
+    theory = {c: {k: np.zeros(len(sizes)) for k in th_keys} for c in cases}
     theory_conv = []
     for ci, (case, (gamma, drive)) in enumerate(cases.items()):
         for i, n in enumerate(sizes):
             bias = drive * math.sqrt(n)
             sim[case][i] = _field_std(config, int(n), gamma, bias,
                                       jax.random.fold_in(key, 1000 * ci + i), ctx)
-            pred = macroscopic_fluctuations(g=config.g, J0=config.J0, f=config.f, gamma=gamma,
-                                            n=int(n), bias=bias, n_grid=config.theory_grid)
-            theory[case][i] = pred.h_std
+            pred = macroscopic_fluctuations(
+                g=config.g, J0=config.J0, f=config.f, gamma=gamma, n=int(n), bias=bias,
+                n_grid=config.theory_grid, t_window=config.t_measure / config.tau,
+                quiescent_threshold=config.quiescent_threshold, n_loop=config.theory_loops)
+            for k in th_keys[:5]:
+                theory[case][k][i] = getattr(pred, k)
+            theory[case]["h_std_q25"][i], theory[case]["h_std_q75"][i] = pred.h_std_quartiles
             theory_conv.append(pred.converged)
-    # the theory describes the fluctuating (chaotic) state: networks that fell into a fixed
-    # point (std(h) < quiescent_threshold; frequent at small N) are counted, not averaged
-    active = {c: np.where(sim[c] >= config.quiescent_threshold, sim[c], np.nan) for c in cases}
-    n_active = {c: np.sum(np.isfinite(active[c]), axis=1) for c in cases}
-    with warnings.catch_warnings():  # a size with 0 or 1 active network gives NaN, not noise
+    # Simulation and theory describe the same population of networks: all realisations,
+    # networks at a fixed point included (their std(h) is ~0 in both). The comparison uses the
+    # median over networks: the distribution has a heavy tail (networks whose loop is close to
+    # instability), where the linear theory overestimates and the sample mean of 16 networks
+    # is noisy. Means (all networks, and fluctuating ones only) are reported too.
+    quiescent = {c: sim[c] < config.quiescent_threshold for c in cases}
+    median = {c: np.median(sim[c], axis=1) for c in cases}
+    ci = {c: np.array([_median_ci(row) for row in sim[c]]) for c in cases}
+    mean = {c: sim[c].mean(axis=1) for c in cases}
+    sem = {c: sim[c].std(axis=1, ddof=1) / math.sqrt(config.n_seeds) for c in cases}
+    with warnings.catch_warnings():  # a size with no fluctuating network gives NaN, not noise
         warnings.simplefilter("ignore", RuntimeWarning)
-        mean = {c: np.nanmean(active[c], axis=1) for c in cases}
-        sem = {c: np.nanstd(active[c], axis=1, ddof=1) / np.sqrt(np.maximum(n_active[c], 1))
-               for c in cases}
-    exps = {c: _fit_exponent(sizes, mean[c]) for c in cases}
-    exps_th = {c: _fit_exponent(sizes, theory[c]) for c in cases}
-    rel_err = {c: float(abs(mean[c][-1] - theory[c][-1]) / theory[c][-1]) for c in cases}
+        mean_fluct = {c: np.nanmean(np.where(quiescent[c], np.nan, sim[c]), axis=1)
+                      for c in cases}
+    exps = {c: _fit_exponent(sizes, median[c]) for c in cases}
+    exps_th = {c: _fit_exponent(sizes, theory[c]["h_std_median"]) for c in cases}
+    exps_mean = {c: _fit_exponent(sizes, mean_fluct[c]) for c in cases}
+    exps_mean_th = {c: _fit_exponent(sizes, theory[c]["h_std_fluctuating"]) for c in cases}
+
+    def rel(a, b):
+        return float(abs(a - b) / b) if b > 0 else float("nan")
+
+    rel_err = {c: rel(median[c][-1], theory[c]["h_std_median"][-1]) for c in cases}
+    rel_err_mean = {c: rel(mean[c][-1], theory[c]["h_std"][-1]) for c in cases}
+    rel_err_fluct = {c: rel(mean_fluct[c][-1], theory[c]["h_std_fluctuating"][-1])
+                     for c in cases}
 
     # coherent state
     coh_key = jax.random.fold_in(key, 99)
-    chi_j0 = np.stack([_coherent_trials(config, j0, 0.0, jax.random.fold_in(coh_key, i))
-                       for i, j0 in enumerate(config.coherent_J0)])
-    chi_amp = np.stack([_coherent_trials(config, config.coherent_J0_amp, a,
-                                         jax.random.fold_in(coh_key, 100 + i))
-                        for i, a in enumerate(config.coherent_amplitudes)])
-    p_j0 = (chi_j0 > config.chi_threshold).mean(axis=1)
-    p_amp = (chi_amp > config.chi_threshold).mean(axis=1)
+    res_j0 = [_coherent_trials(config, j0, 0.0, jax.random.fold_in(coh_key, i))
+              for i, j0 in enumerate(config.coherent_J0)]
+    res_amp = [_coherent_trials(config, config.coherent_J0_amp, a,
+                                jax.random.fold_in(coh_key, 100 + i))
+               for i, a in enumerate(config.coherent_amplitudes)]
+    chi_j0, sd_j0 = (np.stack(x) for x in zip(*res_j0))
+    chi_amp, sd_amp = (np.stack(x) for x in zip(*res_amp))
+    # a trial at a fixed point is not coherent (its chi is a ratio of rounding errors)
+    frozen_j0 = sd_j0 < config.quiescent_threshold
+    frozen_amp = sd_amp < config.quiescent_threshold
+    p_j0 = ((chi_j0 > config.chi_threshold) & ~frozen_j0).mean(axis=1)
+    p_amp = ((chi_amp > config.chi_threshold) & ~frozen_amp).mean(axis=1)
     err = lambda p: np.sqrt(p * (1 - p) / config.coherent_trials)  # noqa: E731
+
+    def among_fluctuating(chi, frozen):
+        n_fl = np.maximum((~frozen).sum(axis=1), 1)
+        return (((chi > config.chi_threshold) & ~frozen).sum(axis=1) / n_fl).tolist()
 
     summary = {
         "h_std_exponent_critical": exps["critical"],
         "h_std_exponent_inhibitory": exps["inhibitory"],
         "h_std_exponent_critical_theory": exps_th["critical"],
         "h_std_exponent_inhibitory_theory": exps_th["inhibitory"],
+        "h_std_exponent_of": "median over networks (fixed points included) of std(h) vs N",
+        "h_std_exponent_fluctuating": exps_mean,
+        "h_std_exponent_fluctuating_theory": exps_mean_th,
         "h_std_theory_rel_err": max(rel_err.values()),
         "h_std_theory_rel_err_by_network": rel_err,
+        "h_std_theory_rel_err_of": "median over all networks at the largest N",
+        "h_std_mean_theory_rel_err_by_network": rel_err_mean,
+        "h_std_fluctuating_theory_rel_err_by_network": rel_err_fluct,
         "sizes": sizes.tolist(),
-        "h_std_critical": mean["critical"].tolist(),
-        "h_std_critical_sem": sem["critical"].tolist(),
-        "h_std_critical_theory": theory["critical"].tolist(),
-        "h_std_inhibitory": mean["inhibitory"].tolist(),
-        "h_std_inhibitory_sem": sem["inhibitory"].tolist(),
-        "h_std_inhibitory_theory": theory["inhibitory"].tolist(),
         "theory_converged": bool(all(theory_conv)),
-        # networks whose field stopped fluctuating (a fixed point; the theory describes chaos)
-        "quiescent_fraction_critical": (1 - n_active["critical"] / config.n_seeds).tolist(),
-        "quiescent_fraction_inhibitory": (1 - n_active["inhibitory"] / config.n_seeds).tolist(),
+    }
+    for c in cases:
+        summary.update({
+            f"h_std_{c}_median": median[c].tolist(),
+            f"h_std_{c}_median_ci68": ci[c].tolist(),
+            f"h_std_{c}_median_theory": theory[c]["h_std_median"].tolist(),
+            f"h_std_{c}_quartiles": np.quantile(sim[c], [0.25, 0.75], axis=1).T.tolist(),
+            f"h_std_{c}_quartiles_theory": np.stack([theory[c]["h_std_q25"],
+                                                     theory[c]["h_std_q75"]], 1).tolist(),
+            f"h_std_{c}": mean[c].tolist(),
+            f"h_std_{c}_sem": sem[c].tolist(),
+            f"h_std_{c}_theory": theory[c]["h_std"].tolist(),
+            f"h_std_{c}_fluctuating": mean_fluct[c].tolist(),
+            f"h_std_{c}_fluctuating_theory": theory[c]["h_std_fluctuating"].tolist(),
+            f"quiescent_fraction_{c}": quiescent[c].mean(axis=1).tolist(),
+            f"quiescent_fraction_{c}_theory": theory[c]["quiescent_fraction"].tolist(),
+            f"fixed_point_fraction_{c}_theory": theory[c]["fixed_point_fraction"].tolist(),
+        })
+    summary.update({
         "coherent_prob": {"J0": list(config.coherent_J0), "p_vs_J0": p_j0.tolist(),
                           "p_vs_J0_err": err(p_j0).tolist(),
                           "amplitude": list(config.coherent_amplitudes),
                           "p_vs_amplitude": p_amp.tolist(),
-                          "p_vs_amplitude_err": err(p_amp).tolist()},
+                          "p_vs_amplitude_err": err(p_amp).tolist(),
+                          "fixed_point_fraction_vs_J0": frozen_j0.mean(axis=1).tolist(),
+                          "fixed_point_fraction_vs_amplitude": frozen_amp.mean(axis=1).tolist(),
+                          "p_vs_J0_among_fluctuating": among_fluctuating(chi_j0, frozen_j0),
+                          "p_vs_amplitude_among_fluctuating": among_fluctuating(chi_amp,
+                                                                                frozen_amp)},
         "coherent_trials_per_point": config.coherent_trials,
-    }
+    })
     data = xr.Dataset(
         {
             "h_std_critical": (("N", "seed"), sim["critical"]),
             "h_std_inhibitory": (("N", "seed"), sim["inhibitory"]),
-            "h_std_critical_theory": (("N",), theory["critical"]),
-            "h_std_inhibitory_theory": (("N",), theory["inhibitory"]),
+            "h_std_critical_median_theory": (("N",), theory["critical"]["h_std_median"]),
+            "h_std_inhibitory_median_theory": (("N",), theory["inhibitory"]["h_std_median"]),
+            "h_std_critical_theory": (("N",), theory["critical"]["h_std"]),
+            "h_std_inhibitory_theory": (("N",), theory["inhibitory"]["h_std"]),
             "chi_vs_J0": (("J0", "trial"), chi_j0),
             "chi_vs_amplitude": (("amplitude", "trial"), chi_amp),
         },
@@ -207,14 +277,18 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
                 "trial": np.arange(config.coherent_trials)},
         attrs={"experiment": "rate-balanced", "units": "h and chi are dimensionless"},
     )
-    figs = _figures(config, sizes, mean, sem, theory, exps, exps_th, p_j0, p_amp, err)
+    figs = _figures(config, sizes, median, ci, mean, sem, theory, exps, exps_th, p_j0, p_amp,
+                    err)
     return Result(summary=summary, data=data, figures=figs,
                   notes="Theory: Kac–Rice average over operating points of the DMFT-based "
-                        "closed-loop field fluctuations (neurocircuits.rate.macroscopic). "
+                        "closed-loop field fluctuations, with the loop gain propagated through "
+                        "the random coupling (neurocircuits.rate.macroscopic). Simulation and "
+                        "theory: medians over all networks (fixed points included) of the "
+                        "time-std of h over the measured window. "
                         "Coherent state: synchrony chi above chi_threshold after the pulse.")
 
 
-def _figures(config, sizes, mean, sem, theory, exps, exps_th, p_j0, p_amp, err):
+def _figures(config, sizes, median, ci, mean, sem, theory, exps, exps_th, p_j0, p_amp, err):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -223,11 +297,15 @@ def _figures(config, sizes, mean, sem, theory, exps, exps_th, p_j0, p_amp, err):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
     ax = axes[0]
     for c, color in (("critical", "C3"), ("inhibitory", "C0")):
-        lower = np.minimum(sem[c], 0.9 * mean[c])  # log axis: keep bars above zero
-        ax.errorbar(sizes, mean[c], yerr=(lower, sem[c]), fmt="o", color=color,
-                    label=f"{c}: sim, exponent {exps[c]:+.2f}")
-        ax.plot(sizes, theory[c], "-", color=color,
-                label=f"{c}: theory, exponent {exps_th[c]:+.2f}")
+        lower = np.clip(median[c] - ci[c][:, 0], 0, 0.9 * median[c])  # log axis: keep bars > 0
+        ax.errorbar(sizes, median[c], yerr=(lower, np.clip(ci[c][:, 1] - median[c], 0, None)),
+                    fmt="o", color=color, label=f"{c}: sim median, exponent {exps[c]:+.2f}")
+        ax.plot(sizes, mean[c], "x", color=color, alpha=0.6, label=f"{c}: sim mean")
+        ax.plot(sizes, theory[c]["h_std_median"], "-", color=color,
+                label=f"{c}: theory median, exponent {exps_th[c]:+.2f}")
+        ax.fill_between(sizes, theory[c]["h_std_q25"], theory[c]["h_std_q75"], color=color,
+                        alpha=0.12, lw=0)
+        ax.plot(sizes, theory[c]["h_std"], ":", color=color, label=f"{c}: theory mean")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("N")
