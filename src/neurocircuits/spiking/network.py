@@ -278,6 +278,11 @@ class SpikingNetwork(AbstractModel):
             raise NeurocircuitsError(
                 "state0 does not match this network's populations or recorder; make it with "
                 "this network's initial_state(key).")
+        if np.shape(state.inbox) != (len(self.receptors), self.n):
+            raise NeurocircuitsError(
+                f"state0.inbox must have shape (receptors, n) = ({len(self.receptors)}, "
+                f"{self.n}), got {describe(state.inbox)}; make the state with this network's "
+                "initial_state.")
         if np.shape(state.buf)[0] != self.n_slots:
             raise NeurocircuitsError(
                 f"state0.buf has {np.shape(state.buf)[0]} slots but the network needs "
