@@ -70,6 +70,39 @@ class PoissonInput(eqx.Module):
         return self.weight * poisson(key, lam, (n,)).astype(jnp.float32)
 
 
+def _key_chain(key, steps: int, parts: int):
+    """``for _ in range(steps): key, *sub = jax.random.split(key, 1 + parts)``: the last key
+    and, per part, the ``(steps,)`` subkeys, as a few fused kernels rather than ``steps``
+    dependent splits (each several small kernels). With JAX's (default) partitionable
+    threefry, ``split(k, m)[i]`` hashes the counter ``(0, i)`` under ``k``: the chain is
+    computed for every step at once (step ``t`` hashes ``t`` times, ``steps^2`` tiny hashes),
+    elementwise; other PRNGs take the plain loop."""
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    impl = jax.random.key_impl(key) if typed else None
+    if not (typed and jax.config.jax_threefry_partitionable
+            and str(getattr(impl, "name", impl)) == "threefry2x32"):
+        subs = []
+        for _ in range(steps):
+            key, *sub = jax.random.split(key, 1 + parts)
+            subs.append(sub)
+        return key, [jnp.stack([sb[j] for sb in subs]) for j in range(parts)]
+    from jax.extend.random import threefry2x32_p
+
+    data = jax.random.key_data(key)
+    t = jnp.arange(steps + 1, dtype=jnp.uint32)
+    k1, k2 = (jnp.broadcast_to(data[i], (steps + 1,)) for i in range(2))
+    zero = jnp.zeros((steps + 1,), jnp.uint32)
+    for j in range(steps):
+        h1, h2 = threefry2x32_p.bind(k1, k2, zero, zero)  # split(k)[0]: counter (0, 0)
+        k1, k2 = jnp.where(j < t, h1, k1), jnp.where(j < t, h2, k2)
+    out = []
+    for i in range(1, parts + 1):
+        b1, b2 = threefry2x32_p.bind(k1[:steps], k2[:steps], zero[:steps], zero[:steps] + i)
+        out.append(jax.random.wrap_key_data(jnp.stack([b1, b2], axis=-1), impl=impl))
+    last = jax.random.wrap_key_data(jnp.stack([k1[steps], k2[steps]]), impl=impl)
+    return last, out
+
+
 #: unrolled iterations of :func:`poisson` (Knuth branch, lam < 10; rejection branch)
 POISSON_KNUTH_STEPS = 16
 POISSON_REJECTION_STEPS = 10
@@ -83,10 +116,11 @@ def poisson(key, lam, shape, *, unrolled: bool | None = None):
     branches run for all elements). On a GPU every iteration of such a loop copies its
     condition to the host and waits for it: ~20 synchronisations per step for 10^5 cells at
     :math:`\lambda \approx 2`. Here the first ``POISSON_KNUTH_STEPS`` and
-    ``POISSON_REJECTION_STEPS`` iterations are unrolled (fused kernels, no host round trip;
-    the rejection branch's result depends on how many iterations the loop ran, which is
-    reproduced), and only when an element is not done by then -- rarely: a count above 15, or
-    a rejection step failing ten times -- a ``lax.cond`` runs JAX's loops on from there.
+    ``POISSON_REJECTION_STEPS`` iterations are computed without a loop: their uniforms in one
+    batched draw, the iterations elementwise, and the rejection loop's stopping iteration (its
+    result depends on it) from one reduction -- a few fused kernels, no host round trip. Only
+    when an element is not done by then (rarely: a count above 15, or a rejection step failing
+    ten times) a ``lax.cond`` runs JAX's loops on from there.
 
     Args:
         unrolled: use the unrolled form (default: on every backend but the CPU, where loops
@@ -100,8 +134,9 @@ def poisson(key, lam, shape, *, unrolled: bool | None = None):
     use_knuth = jnp.isnan(lam) | (lam < 10)
     lam_k = jnp.where(use_knuth, lam, 0.0)
     lam_r = jnp.where(use_knuth, jnp.float32(1e5), lam)
+    n_k, n_r = POISSON_KNUTH_STEPS, POISSON_REJECTION_STEPS
 
-    # -- Knuth: extra iterations after every element is done change nothing
+    # JAX's loop bodies (for the rare continuation)
     def knuth_body(carry):
         i, k, rng, log_prod = carry
         rng, sub = jax.random.split(rng)
@@ -112,46 +147,60 @@ def poisson(key, lam, shape, *, unrolled: bool | None = None):
     def knuth_more(carry):
         return (carry[3] > -lam_k).any()
 
-    kc = (jnp.int32(0), jnp.zeros(shape, jnp.int32), key, jnp.zeros(shape, jnp.float32))
-    for _ in range(POISSON_KNUTH_STEPS):
-        kc = knuth_body(kc)
-
-    # -- rejection (Hörmann): an accepted element is overwritten by later acceptances, so the
-    # result depends on the iteration at which the last element was accepted
     log_lam = jnp.log(lam_r)
     b = 0.931 + 2.53 * jnp.sqrt(lam_r)
     a = -0.059 + 0.02483 * b
     inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
     v_r = 0.9277 - 3.6224 / (b - 2)
 
-    def rej_draw(key):
-        key, sub0, sub1 = jax.random.split(key, 3)
-        u = jax.random.uniform(sub0, shape, jnp.float32) - 0.5
-        v = jax.random.uniform(sub1, shape, jnp.float32)
+    def rej_draw(u, v):
         u_shifted = 0.5 - abs(u)
         k = jnp.floor((2 * a / u_shifted + b) * u + lam_r + 0.43)
         s = jnp.log(v * inv_alpha / (a / (u_shifted * u_shifted) + b))
         t = -lam_r + k * log_lam - jax.lax.lgamma(k + 1)
         accept1 = (u_shifted >= 0.07) & (v <= v_r)
         reject = (k < 0) | ((u_shifted < 0.013) & (v > u_shifted))
-        accept = accept1 | (~reject & (s <= t))
-        return key, k, accept
+        return k, accept1 | (~reject & (s <= t))
 
     def rej_body(carry):
         i, k_out, accepted, key = carry
-        key, k, accept = rej_draw(key)
+        key, sub0, sub1 = jax.random.split(key, 3)
+        k, accept = rej_draw(jax.random.uniform(sub0, shape, jnp.float32) - 0.5,
+                             jax.random.uniform(sub1, shape, jnp.float32))
         return i + 1, jnp.where(accept, k, k_out), accepted | accept, key
 
     def rej_more(carry):
         return (~carry[2]).any()
 
-    rc = (jnp.int32(0), jnp.full(shape, -1.0, jnp.float32), jnp.zeros(shape, bool), key)
-    for _ in range(POISSON_REJECTION_STEPS):
-        i, k_out, accepted, rkey = rc
-        running = rej_more(rc)  # the loop's condition before this iteration
-        rkey, k, accept = rej_draw(rkey)
-        take = accept & running
-        rc = (i + running.astype(jnp.int32), jnp.where(take, k, k_out), accepted | take, rkey)
+    # the unrolled iterations draw all their uniforms at once (vmap over the iterations' keys
+    # gives the numbers of separate calls)
+    def uniforms(keys):
+        return jax.vmap(lambda k: jax.random.uniform(k, shape, jnp.float32))(keys)
+
+    # Knuth: iterations after an element is done leave it unchanged, so n_k of them are exact
+    # for every element done by then
+    rng, (subs,) = _key_chain(key, n_k, 1)
+    u_all = uniforms(subs)
+    k, log_prod = jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.float32)
+    for t in range(n_k):
+        k = jnp.where(log_prod > -lam_k, k + 1, k)
+        log_prod = log_prod + jnp.log(u_all[t])
+    kc = (jnp.int32(n_k), k, rng, log_prod)
+
+    # rejection: all draws elementwise; iteration t runs while some element is not yet
+    # accepted, so the loop stops after iteration T = max over elements of the first accepting
+    # iteration (one reduction), and each element keeps its last acceptance among t <= T
+    rkey, (s0, s1) = _key_chain(key, n_r, 2)
+    kr, accept = rej_draw(uniforms(s0) - 0.5, uniforms(s1))
+    first = jnp.full(shape, n_r, jnp.int32)  # n_r: not accepted in the unrolled iterations
+    for t in reversed(range(n_r)):
+        first = jnp.where(accept[t], t, first)
+    last_run = jnp.max(first)  # n_r when the loop must go on
+    k_out, accepted = jnp.full(shape, -1.0, jnp.float32), jnp.zeros(shape, bool)
+    for t in range(n_r):
+        take = accept[t] & (t <= last_run)
+        k_out, accepted = jnp.where(take, kr[t], k_out), accepted | take
+    rc = (jnp.minimum(last_run + 1, n_r), k_out, accepted, rkey)
 
     def finish(carries):
         kc, rc = carries
@@ -160,7 +209,7 @@ def poisson(key, lam, shape, *, unrolled: bool | None = None):
         rc = jax.lax.while_loop(lambda c: rej_more(c) & (c[0] < big), rej_body, rc)
         return kc, rc
 
-    kc, rc = jax.lax.cond(knuth_more(kc) | rej_more(rc), finish, lambda c: c, (kc, rc))
+    kc, rc = jax.lax.cond(knuth_more(kc) | (last_run >= n_r), finish, lambda c: c, (kc, rc))
     result = jnp.where(use_knuth, kc[1] - 1, rc[1].astype(jnp.int32))
     return jnp.where(lam == 0, 0, result)
 
