@@ -9,7 +9,8 @@ from neurocircuits.cli import main
 TINY = {
     "rate-balanced": ["sizes=150,300", "n_seeds=2", "t_measure=300", "t_transient=200",
                       "coherent_n=60", "coherent_trials=4", "coherent_J0=1,4",
-                      "coherent_amplitudes=0,6", "theory_grid=7", "theory_loops=20"],
+                      "coherent_amplitudes=0,6", "coherent_window=300", "theory_grid=7",
+                      "theory_loops=20"],
     "rate-modular": ["module_sizes=40,80", "n_seeds=2", "t_measure=300", "t_transient=200",
                      "n_recorded=10", "theory_samples=12", "theory_loops=2"],
 }

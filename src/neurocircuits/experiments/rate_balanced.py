@@ -13,11 +13,41 @@ dominated*: :math:`\gamma` larger, driven by :math:`I = I_0\sqrt N` so that it s
    fraction, reported as ``quiescent_fraction_*`` and ``..._theory``). The headline comparison
    and the fitted exponents of std(h) ∝ N^a use the median over networks; means over all
    networks and over the fluctuating ones are reported as well.
-2. Coherent state: a trial is *coherent* when the Golomb–Hansel synchrony
-   :math:`\chi = \sqrt{\mathrm{Var}_t\,m / \langle \mathrm{Var}_t\,\phi_i\rangle_i}` of the
-   population rate :math:`m(t)` after a common input pulse of amplitude A exceeds
-   ``chi_threshold`` (our operational definition). Its probability over many batched trials is
-   reported against :math:`J_0` (spontaneous) and against A, with binomial error bars.
+2. Coherent state. Hayakawa & Fukai (2020) report "a probabilistic transition to a coherent
+   state" as J0 or the input grows; their definition was not available to us, so ours comes
+   from what the dynamics of this model do. A critical network started from random initial
+   conditions ends, within about a second, in one of three states, one per network (a
+   later window or a pulse rarely changes it):
+
+   - *fixed point*: h constant (std(h) < ``quiescent_threshold``); the units sit at a
+     saturated (mean rate ~1.9) or near-silent (~0.1) state, or at intermediate static rates;
+   - *asynchronous*: h irregular (the "spontaneous irregular macroscopic rhythm"), the units
+     chaotic, each weakly correlated with h;
+   - *coherent*: a macroscopic oscillation: h periodic (periods 30–500 ms), every fluctuating
+     unit repeating with h's period (median autocorrelation of the units' rates at that period
+     ~1, against ~0.3 in asynchronous trials): the microscopic chaos is entrained by the
+     macroscopic rhythm.
+
+   A trial is *coherent* when the periodicity of h (the highest autocorrelation peak after the
+   first zero crossing, at lags up to ``coherent_max_period``) is at least
+   ``periodicity_threshold`` and h fluctuates. Over fluctuating trials the periodicity is
+   bimodal (a peak at 0.9–1 and a broad one below 0.5; the summary keeps the histogram), so the
+   threshold sits in the gap; the Golomb–Hansel synchrony chi used before is not bimodal. The
+   state is read in a window of ``coherent_window`` ms:
+
+   - vs J0 (spontaneous, no input): the window after ``t_transient``;
+   - vs pulse amplitude A (J0 = ``coherent_J0_amp``): the same networks, continued from their
+     state at the end of that window, get a pulse of amplitude A for ``coherent_pulse`` ms
+     (to every unit by default, ``coherent_pulse_fraction``), and the state is read in the
+     window starting ``coherent_gap`` ms after it ("right after") and in the next one
+     ("late"). Besides P(coherent) the summary gives the probability of entering the coherent
+     state (not coherent before → coherent right after) and of leaving it, all with binomial
+     errors and 68% Wilson intervals. Right after a pulse, a network relaxing back to its
+     fixed point counts as asynchronous (h is not constant yet).
+
+   The theory's fraction of networks at a fixed point vs J0
+   (:func:`~neurocircuits.rate.macroscopic.macroscopic_fluctuations`) is reported next to the
+   measured one. We have no tested prediction of the coherent fraction, so none is reported.
 """
 
 from __future__ import annotations
@@ -34,6 +64,7 @@ import numpy as np
 from .. import Batch, Record, simulate
 from ..rate import RateNetwork, one_plus_tanh
 from ..rate.macroscopic import macroscopic_fluctuations
+from .._core.errors import NeurocircuitsError
 from ._base import Context, Experiment, Result, param
 
 
@@ -52,15 +83,25 @@ class Config:
     t_transient: float = param(1000.0, low=0.0, unit="ms", help="discarded transient")
     t_measure: float = param(4000.0, quick=1500.0, low=10.0, unit="ms", help="measured time")
     max_batch_bytes: float = param(16e9, low=1e6, help="bytes of coupling matrices per batch")
-    coherent_n: int = param(2000, quick=200, low=20, help="N of the coherent-state trials")
-    coherent_trials: int = param(200, quick=16, low=2, help="trials per point")
-    coherent_J0: tuple[float, ...] = param((1.0, 2.0, 3.0, 4.0, 5.0), quick=(1.0, 5.0),
+    coherent_n: int = param(2000, quick=300, low=20, help="N of the coherent-state trials")
+    coherent_trials: int = param(200, quick=32, low=2, help="trials (networks) per point")
+    coherent_J0: tuple[float, ...] = param((1.0, 2.0, 3.0, 4.0, 5.0), quick=(1.0, 3.0, 5.0),
                                            low=0.0, help="J0 values (spontaneous)")
     coherent_amplitudes: tuple[float, ...] = param((0.0, 1.0, 2.0, 4.0, 8.0),
-                                                   quick=(0.0, 8.0), low=0.0,
+                                                   quick=(0.0, 2.0, 8.0), low=0.0,
                                                    help="pulse amplitudes at J0 = coherent_J0_amp")
     coherent_J0_amp: float = param(3.0, low=0.0, help="J0 of the amplitude sweep")
-    chi_threshold: float = param(0.3, low=0.0, high=1.0, help="synchrony of a coherent trial")
+    coherent_window: float = param(2000.0, quick=1500.0, low=20.0, unit="ms",
+                                   help="window in which a trial's state is read")
+    coherent_pulse: float = param(100.0, low=5.0, unit="ms", help="pulse duration")
+    coherent_pulse_fraction: float = param(1.0, low=0.0, high=1.0,
+                                           help="fraction of units pulsed (excitatory first)")
+    coherent_gap: float = param(100.0, low=0.0, unit="ms",
+                                help="delay from the pulse's end to the window after it")
+    coherent_max_period: float = param(500.0, low=10.0, unit="ms",
+                                       help="longest period of a coherent oscillation")
+    periodicity_threshold: float = param(0.8, low=0.0, high=1.0,
+                                         help="autocorrelation of h at its period for coherence")
     quiescent_threshold: float = param(0.02, low=0.0,
                                        help="std(h) below which a network is at a fixed point")
     theory_grid: int = param(41, quick=15, low=5, high=201, help="operating points in theory")
@@ -100,29 +141,111 @@ def _field_std(config: Config, n: int, gamma: float, bias: float, key, ctx) -> n
     return np.concatenate(stds)
 
 
-def _coherent_trials(config: Config, J0: float, amplitude: float, key):
-    """Synchrony chi after a pulse and the r.m.s. temporal std of the units' rates (a fixed
-    point has ~0: its chi is a ratio of rounding errors), one value per trial (network +
-    initial condition)."""
-    n, trials = config.coherent_n, config.coherent_trials
-    t_on = config.t_transient
-    n_steps = int(round((t_on + 100.0 + config.t_measure) / config.dt)) // 10 * 10
+def _periodicity(h: np.ndarray, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """Periodicity of each row of ``h`` (trials, samples): the height of the highest peak of its
+    normalised autocorrelation after the first zero crossing, at lags up to ``max_lag`` samples,
+    and that lag (the period). ~1 for a periodic signal, small for an irregular one; 0 (lag 0)
+    when the autocorrelation does not cross zero within ``max_lag`` or the row is constant."""
+    x = h - h.mean(axis=1, keepdims=True)
+    n = x.shape[1]
+    max_lag = int(max(1, min(max_lag, n // 2)))
+    spec = np.fft.rfft(x, n=2 * n, axis=1)
+    ac = np.fft.irfft(np.abs(spec) ** 2, n=2 * n, axis=1)[:, :max_lag + 1]
+    ac = ac / (n - np.arange(max_lag + 1))  # unbiased estimate at every lag
+    ac = ac / np.maximum(ac[:, :1], 1e-30)
+    crossed = np.maximum.accumulate(ac < 0, axis=1)
+    masked = np.where(crossed, ac, -np.inf)
+    lag = np.argmax(masked, axis=1)
+    peak = masked[np.arange(len(x)), lag]
+    ok = np.isfinite(peak) & (x.std(axis=1) > 1e-6)
+    return np.where(ok, peak, 0.0), np.where(ok, lag, 0)
+
+
+def _unit_locking(r: np.ndarray, lag: np.ndarray) -> np.ndarray:
+    """Mean over the fluctuating recorded units of their rate's autocorrelation at lag ``lag``
+    (h's period): ~1 when every unit repeats with the macroscopic rhythm. NaN where no unit
+    fluctuates or no period was found. ``r``: (trials, samples, units)."""
+    out = np.full(len(r), np.nan)
+    for i, (ri, li) in enumerate(zip(r, lag)):
+        x = ri - ri.mean(axis=0)
+        var = x.var(axis=0)
+        ok = var > 1e-6
+        if li > 0 and ok.any():
+            out[i] = float(np.mean((x[:-li, ok] * x[li:, ok]).mean(axis=0) / var[ok]))
+    return out
+
+
+# states of a trial in a window
+FIXED, ASYNC, COHERENT = 0, 1, 2
+STATE_NAMES = ("fixed_point", "asynchronous", "coherent")
+
+
+def _classify(config: Config, h: np.ndarray) -> dict:
+    """State of each trial from its macroscopic field ``h`` (trials, samples every 5 dt) over
+    one window: fixed point (std h < ``quiescent_threshold``), coherent (h periodic: its
+    periodicity >= ``periodicity_threshold`` with a period <= ``coherent_max_period``), or
+    asynchronous (the rest: irregular h)."""
+    per, lag = _periodicity(h, int(config.coherent_max_period / (5 * config.dt)))
+    std = h.std(axis=1)
+    state = np.where(std < config.quiescent_threshold, FIXED,
+                     np.where(per >= config.periodicity_threshold, COHERENT, ASYNC))
+    return {"state": state, "periodicity": per, "period": lag * 5 * config.dt, "h_std": std,
+            "lag": lag}
+
+
+def _coherent_trials(config: Config, J0: float, amplitudes, key) -> dict:
+    """Batched trials (a fresh network and initial condition each) at ``J0``: the state in the
+    window [t_transient, t_transient + coherent_window] (spontaneous, "before"), then for each
+    pulse amplitude A (the same networks, continued from the same state) a common pulse
+    ``A`` to every unit for ``coherent_pulse`` ms and the state in the window that starts
+    ``coherent_gap`` ms after the pulse ("after")."""
+    n, trials, dt = config.coherent_n, config.coherent_trials, config.dt
+    every = 5
+    steps = lambda t: max(every, int(round(t / dt)) // every * every)  # noqa: E731
+    n_pre, n_win = steps(config.t_transient + config.coherent_window), steps(config.coherent_window)
+    n_pulse, n_gap = steps(config.coherent_pulse), steps(config.coherent_gap)
     keys = jax.random.split(key, trials)
     nets = eqx.filter_vmap(lambda k: RateNetwork.random(k, n, g=config.g, J0=J0, f=config.f,
                                                         tau=config.tau))(keys)
-    n_rec = min(n, 200)
-    record = Record(every=5, fn=lambda u, t: {"m": jnp.mean(one_plus_tanh(u)),
-                                               "r": one_plus_tanh(u[:n_rec])})
-    pulse = lambda t: amplitude * ((t >= t_on) & (t < t_on + 100.0)) * jnp.ones(n)  # noqa: E731
-    traj = simulate(nets, jax.random.normal(jax.random.fold_in(key, 1), (trials, n)),
-                    dt=config.dt, n_steps=n_steps, key=jax.random.split(
-                        jax.random.fold_in(key, 2), trials),
-                    inputs=pulse, record=record, batch=Batch(model=True), progress=False)
-    after = int(round((t_on + 300.0) / (5 * config.dt)))
-    m = np.asarray(traj.ys["m"])[:, after:]
-    r = np.asarray(traj.ys["r"])[:, after:]
-    unit_var = r.var(axis=1).mean(axis=1)
-    return np.sqrt(m.var(axis=1) / np.maximum(unit_var, 1e-30)), np.sqrt(unit_var)
+    signs = nets.coupling.signs[0]
+    scale = J0 / math.sqrt(n)
+    n_rec = min(n, 50)
+    record = Record(every=every, fn=lambda u, t: {
+        "h": scale * jnp.sum(signs * one_plus_tanh(u)), "r": one_plus_tanh(u[:n_rec])})
+    sim_keys = jax.random.split(jax.random.fold_in(key, 2), trials)
+    pre = simulate(nets, jax.random.normal(jax.random.fold_in(key, 1), (trials, n)), dt=dt,
+                   n_steps=n_pre, key=sim_keys, record=record, batch=Batch(model=True),
+                   progress=False)
+    w = n_win // every
+    h_pre = np.asarray(pre.ys["h"])[:, -w:]
+    before = _classify(config, h_pre)
+    before["locking"] = _unit_locking(np.asarray(pre.ys["r"])[:, -w:], before["lag"])
+    t_on = n_pre * dt
+    target = (jnp.arange(n) < round(config.coherent_pulse_fraction * n)).astype(jnp.float32)
+    after = []
+    for a in amplitudes:
+        pulse = lambda t, a=a: a * ((t >= t_on) & (t < t_on + n_pulse * dt)) * target  # noqa: E731
+        post = simulate(nets, pre.final_state, dt=dt, n_steps=n_pulse + n_gap + 2 * n_win,
+                        key=sim_keys, t0=t_on, inputs=pulse, record=record,
+                        batch=Batch(model=True), progress=False)
+        h_post, r_post = np.asarray(post.ys["h"]), np.asarray(post.ys["r"])
+        res = []
+        for lo in (h_post.shape[1] - 2 * w, h_post.shape[1] - w):  # right after; a window later
+            r = _classify(config, h_post[:, lo:lo + w])
+            r["locking"] = _unit_locking(r_post[:, lo:lo + w], r["lag"])
+            res.append(r)
+        after.append(res)
+    return {"before": before, "after": after}
+
+
+def _binomial(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Proportion k/n, its binomial standard error and the 68% Wilson score interval."""
+    k = np.asarray(k, float)
+    p = k / n
+    z = 1.0
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return p, np.sqrt(p * (1 - p) / n), np.stack([centre - half, centre + half], axis=-1)
 
 
 def _fit_exponent(sizes, values) -> float:
@@ -142,6 +265,120 @@ def _median_ci(values) -> tuple[float, float]:
     lo = int(max(math.floor(n / 2 - half), 0))
     hi = int(min(math.ceil(n / 2 + half), n - 1))
     return float(v[lo]), float(v[hi])
+
+
+def _coherent_state(config: Config, key) -> tuple[dict, dict]:
+    """Spontaneous coherence vs J0 and the effect of a pulse vs amplitude: the summary entry
+    ``coherent_prob`` and the per-trial data."""
+    trials = config.coherent_trials
+    res_j0 = [_coherent_trials(config, j0, (), jax.random.fold_in(key, i))["before"]
+              for i, j0 in enumerate(config.coherent_J0)]
+    res_amp = _coherent_trials(config, config.coherent_J0_amp, config.coherent_amplitudes,
+                               jax.random.fold_in(key, 100))
+    before = res_amp["before"]
+    right = [r[0] for r in res_amp["after"]]
+    late = [r[1] for r in res_amp["after"]]
+
+    def stack(results, name):
+        return np.stack([r[name] for r in results])
+
+    st_j0, st_right, st_late = (stack(x, "state") for x in (res_j0, right, late))
+
+    def frac(states, code):
+        return _binomial((states == code).sum(axis=-1), trials)
+
+    p_j0, e_j0, ci_j0 = frac(st_j0, COHERENT)
+    p_amp, e_amp, ci_amp = frac(st_right, COHERENT)
+    p_late, e_late, _ = frac(st_late, COHERENT)
+    p_before, e_before, _ = frac(before["state"], COHERENT)
+    was = before["state"] == COHERENT
+    n_not, n_was = int((~was).sum()), int(was.sum())
+    nan = np.full(len(config.coherent_amplitudes), np.nan)
+    p_enter, e_enter, _ = (_binomial((st_right[:, ~was] == COHERENT).sum(axis=1), n_not)
+                           if n_not else (nan, nan, None))
+    p_leave, e_leave, _ = (_binomial((st_right[:, was] != COHERENT).sum(axis=1), n_was)
+                           if n_was else (nan, nan, None))
+    # evidence for the definition: periodicity is bimodal over fluctuating trials, and in a
+    # coherent trial every unit repeats with h's period (locking ~1), unlike asynchronous ones
+    per = np.concatenate([stack(res_j0, "periodicity").ravel(), before["periodicity"]])
+    fluct = np.concatenate([st_j0.ravel(), before["state"]]) != FIXED
+    lock = np.concatenate([stack(res_j0, "locking").ravel(), before["locking"]])
+    states = np.concatenate([st_j0.ravel(), before["state"]])
+    hist, edges = np.histogram(per[fluct], bins=10, range=(0.0, 1.0))
+
+    def median_of(values, mask):
+        v = values[mask & np.isfinite(values)]
+        return float(np.median(v)) if v.size else float("nan")
+
+    fp_theory = []
+    for j0 in config.coherent_J0:
+        try:
+            fp_theory.append(macroscopic_fluctuations(
+                g=config.g, J0=j0, f=config.f, gamma=config.f / (1 - config.f),
+                n=config.coherent_n, n_grid=config.theory_grid, n_loop=config.theory_loops,
+                t_window=config.coherent_window / config.tau).fixed_point_fraction)
+        except NeurocircuitsError:  # e.g. J0 = 0: no macroscopic field, no prediction
+            fp_theory.append(float("nan"))
+    summary = {
+        "definition": (
+            "coherent: a macroscopic oscillation. The field h = (J0/sqrt N) sum_j s_j phi(u_j), "
+            "sampled every 5 dt over a window of coherent_window ms, is periodic: the highest "
+            "peak of its autocorrelation after the first zero crossing, at lags <= "
+            "coherent_max_period, is >= periodicity_threshold, and std(h) >= "
+            "quiescent_threshold. fixed_point: std(h) < quiescent_threshold. asynchronous: "
+            "the rest (irregular h)."),
+        "N": config.coherent_n,
+        "trials_per_point": trials,
+        "J0": list(config.coherent_J0),
+        "p_vs_J0": p_j0.tolist(),
+        "p_vs_J0_err": e_j0.tolist(),
+        "p_vs_J0_ci68": ci_j0.tolist(),
+        "p_vs_J0_read": (f"spontaneous: no input, window [{config.t_transient:g}, "
+                         f"{config.t_transient + config.coherent_window:g}] ms"),
+        "fixed_point_fraction_vs_J0": frac(st_j0, FIXED)[0].tolist(),
+        "fixed_point_fraction_vs_J0_theory": fp_theory,
+        "asynchronous_fraction_vs_J0": frac(st_j0, ASYNC)[0].tolist(),
+        "J0_amplitude_sweep": config.coherent_J0_amp,
+        "amplitude": list(config.coherent_amplitudes),
+        "p_vs_amplitude": p_amp.tolist(),
+        "p_vs_amplitude_err": e_amp.tolist(),
+        "p_vs_amplitude_ci68": ci_amp.tolist(),
+        "p_vs_amplitude_read": (
+            f"window of {config.coherent_window:g} ms starting {config.coherent_gap:g} ms after "
+            f"a {config.coherent_pulse:g} ms pulse to a fraction "
+            f"{config.coherent_pulse_fraction:g} of the units; the same networks at every "
+            "amplitude"),
+        "p_before_pulse": float(p_before),
+        "p_before_pulse_err": float(e_before),
+        "p_vs_amplitude_late": p_late.tolist(),
+        "p_vs_amplitude_late_err": e_late.tolist(),
+        "enter_prob_vs_amplitude": p_enter.tolist(),
+        "enter_prob_vs_amplitude_err": e_enter.tolist(),
+        "enter_prob_of": (f"P(coherent right after | not coherent before), over the {n_not} "
+                          "trials not coherent before the pulse"),
+        "leave_prob_vs_amplitude": p_leave.tolist(),
+        "leave_prob_vs_amplitude_err": e_leave.tolist(),
+        "leave_prob_of": (f"P(not coherent right after | coherent before), over the {n_was} "
+                          "trials coherent before the pulse"),
+        "fixed_point_fraction_vs_amplitude": frac(st_right, FIXED)[0].tolist(),
+        "asynchronous_fraction_vs_amplitude": frac(st_right, ASYNC)[0].tolist(),
+        "state_changed_late_vs_amplitude": (st_late != before["state"][None]).mean(1).tolist(),
+        "periodicity_histogram": {"edges": edges.tolist(), "counts": hist.tolist(),
+                                  "of": "fluctuating spontaneous trials (all J0)"},
+        "unit_locking_median": {"coherent": median_of(lock, states == COHERENT),
+                                "asynchronous": median_of(lock, states == ASYNC)},
+    }
+    data = {
+        "coherent_state_vs_J0": (("J0", "trial"), st_j0),
+        "periodicity_vs_J0": (("J0", "trial"), stack(res_j0, "periodicity")),
+        "h_std_vs_J0": (("J0", "trial"), stack(res_j0, "h_std")),
+        "coherent_state_before_pulse": (("trial",), before["state"]),
+        "coherent_state_vs_amplitude": (("amplitude", "trial"), st_right),
+        "coherent_state_vs_amplitude_late": (("amplitude", "trial"), st_late),
+        "periodicity_vs_amplitude": (("amplitude", "trial"), stack(right, "periodicity")),
+        "period_vs_J0": (("J0", "trial"), stack(res_j0, "period")),
+    }
+    return summary, data
 
 
 def run(config: Config, key: jax.Array, ctx: Context) -> Result:
@@ -195,25 +432,7 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     rel_err_fluct = {c: rel(mean_fluct[c][-1], theory[c]["h_std_fluctuating"][-1])
                      for c in cases}
 
-    # coherent state
-    coh_key = jax.random.fold_in(key, 99)
-    res_j0 = [_coherent_trials(config, j0, 0.0, jax.random.fold_in(coh_key, i))
-              for i, j0 in enumerate(config.coherent_J0)]
-    res_amp = [_coherent_trials(config, config.coherent_J0_amp, a,
-                                jax.random.fold_in(coh_key, 100 + i))
-               for i, a in enumerate(config.coherent_amplitudes)]
-    chi_j0, sd_j0 = (np.stack(x) for x in zip(*res_j0))
-    chi_amp, sd_amp = (np.stack(x) for x in zip(*res_amp))
-    # a trial at a fixed point is not coherent (its chi is a ratio of rounding errors)
-    frozen_j0 = sd_j0 < config.quiescent_threshold
-    frozen_amp = sd_amp < config.quiescent_threshold
-    p_j0 = ((chi_j0 > config.chi_threshold) & ~frozen_j0).mean(axis=1)
-    p_amp = ((chi_amp > config.chi_threshold) & ~frozen_amp).mean(axis=1)
-    err = lambda p: np.sqrt(p * (1 - p) / config.coherent_trials)  # noqa: E731
-
-    def among_fluctuating(chi, frozen):
-        n_fl = np.maximum((~frozen).sum(axis=1), 1)
-        return (((chi > config.chi_threshold) & ~frozen).sum(axis=1) / n_fl).tolist()
+    coherent, coherent_data = _coherent_state(config, jax.random.fold_in(key, 99))
 
     summary = {
         "h_std_exponent_critical": exps["critical"],
@@ -248,19 +467,8 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
             f"quiescent_fraction_{c}_theory": theory[c]["quiescent_fraction"].tolist(),
             f"fixed_point_fraction_{c}_theory": theory[c]["fixed_point_fraction"].tolist(),
         })
-    summary.update({
-        "coherent_prob": {"J0": list(config.coherent_J0), "p_vs_J0": p_j0.tolist(),
-                          "p_vs_J0_err": err(p_j0).tolist(),
-                          "amplitude": list(config.coherent_amplitudes),
-                          "p_vs_amplitude": p_amp.tolist(),
-                          "p_vs_amplitude_err": err(p_amp).tolist(),
-                          "fixed_point_fraction_vs_J0": frozen_j0.mean(axis=1).tolist(),
-                          "fixed_point_fraction_vs_amplitude": frozen_amp.mean(axis=1).tolist(),
-                          "p_vs_J0_among_fluctuating": among_fluctuating(chi_j0, frozen_j0),
-                          "p_vs_amplitude_among_fluctuating": among_fluctuating(chi_amp,
-                                                                                frozen_amp)},
-        "coherent_trials_per_point": config.coherent_trials,
-    })
+    summary.update({"coherent_prob": coherent,
+                    "coherent_trials_per_point": config.coherent_trials})
     data = xr.Dataset(
         {
             "h_std_critical": (("N", "seed"), sim["critical"]),
@@ -269,32 +477,36 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
             "h_std_inhibitory_median_theory": (("N",), theory["inhibitory"]["h_std_median"]),
             "h_std_critical_theory": (("N",), theory["critical"]["h_std"]),
             "h_std_inhibitory_theory": (("N",), theory["inhibitory"]["h_std"]),
-            "chi_vs_J0": (("J0", "trial"), chi_j0),
-            "chi_vs_amplitude": (("amplitude", "trial"), chi_amp),
+            **coherent_data,
         },
         coords={"N": sizes, "seed": np.arange(config.n_seeds), "J0": list(config.coherent_J0),
                 "amplitude": list(config.coherent_amplitudes),
                 "trial": np.arange(config.coherent_trials)},
-        attrs={"experiment": "rate-balanced", "units": "h and chi are dimensionless"},
+        attrs={"experiment": "rate-balanced",
+               "units": "h and periodicity are dimensionless; period in ms",
+               "state_codes": "0 fixed point, 1 asynchronous, 2 coherent"},
     )
-    figs = _figures(config, sizes, median, ci, mean, sem, theory, exps, exps_th, p_j0, p_amp,
-                    err)
+    figs = _figures(config, sizes, median, ci, mean, sem, theory, exps, exps_th, coherent,
+                    coherent_data)
     return Result(summary=summary, data=data, figures=figs,
                   notes="Theory: Kac–Rice average over operating points of the DMFT-based "
                         "closed-loop field fluctuations, with the loop gain propagated through "
                         "the random coupling (neurocircuits.rate.macroscopic). Simulation and "
                         "theory: medians over all networks (fixed points included) of the "
                         "time-std of h over the measured window. "
-                        "Coherent state: synchrony chi above chi_threshold after the pulse.")
+                        "Coherent state: a macroscopic oscillation (h periodic, every unit "
+                        "locked to it), read in a window without input (spontaneous, vs J0) and "
+                        "right after a common pulse (vs amplitude, the same networks).")
 
 
-def _figures(config, sizes, median, ci, mean, sem, theory, exps, exps_th, p_j0, p_amp, err):
+def _figures(config, sizes, median, ci, mean, sem, theory, exps, exps_th, coherent,
+             coherent_data):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.3))
     ax = axes[0]
     for c, color in (("critical", "C3"), ("inhibitory", "C0")):
         lower = np.clip(median[c] - ci[c][:, 0], 0, 0.9 * median[c])  # log axis: keep bars > 0
@@ -312,18 +524,43 @@ def _figures(config, sizes, median, ci, mean, sem, theory, exps, exps_th, p_j0, 
     ax.set_ylabel("std over time of h")
     ax.set_title("Macroscopic field fluctuations")
     ax.legend(fontsize=8)
+    co = coherent
     ax = axes[1]
-    ax.errorbar(config.coherent_J0, p_j0, yerr=err(p_j0), fmt="o-")
+    ax.errorbar(co["J0"], co["p_vs_J0"], yerr=co["p_vs_J0_err"], fmt="o-", color="C3",
+                label="coherent (periodic h)")
+    ax.plot(co["J0"], co["fixed_point_fraction_vs_J0"], "s-", color="k", label="fixed point")
+    ax.plot(co["J0"], co["fixed_point_fraction_vs_J0_theory"], "--", color="k",
+            label="fixed point, theory")
+    ax.plot(co["J0"], co["asynchronous_fraction_vs_J0"], "^-", color="C0",
+            label="asynchronous")
     ax.set_xlabel("J0")
-    ax.set_ylabel("P(coherent)")
-    ax.set_title(f"Spontaneous coherence, N = {config.coherent_n}")
+    ax.set_ylabel("fraction of trials")
+    ax.set_title(f"Spontaneous states, N = {config.coherent_n}, {config.coherent_trials} trials")
     ax.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize=8)
     ax = axes[2]
-    ax.errorbar(config.coherent_amplitudes, p_amp, yerr=err(p_amp), fmt="o-", color="C2")
+    amp = co["amplitude"]
+    ax.errorbar(amp, co["p_vs_amplitude"], yerr=co["p_vs_amplitude_err"], fmt="o-", color="C3",
+                label="coherent right after the pulse")
+    ax.errorbar(amp, co["p_vs_amplitude_late"], yerr=co["p_vs_amplitude_late_err"], fmt="x:",
+                color="C3", alpha=0.6, label="coherent one window later")
+    ax.errorbar(amp, co["enter_prob_vs_amplitude"], yerr=co["enter_prob_vs_amplitude_err"],
+                fmt="v-", color="C2", label="entered (not coherent before)")
+    ax.axhline(co["p_before_pulse"], color="gray", lw=1, label="coherent before the pulse")
     ax.set_xlabel("pulse amplitude A")
-    ax.set_ylabel("P(coherent)")
-    ax.set_title(f"Stimulus-induced coherence, J0 = {config.coherent_J0_amp:g}")
+    ax.set_ylabel("probability")
+    ax.set_title(f"Pulse, J0 = {config.coherent_J0_amp:g}")
     ax.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize=8)
+    ax = axes[3]
+    hist = co["periodicity_histogram"]
+    edges = np.asarray(hist["edges"])
+    ax.bar(edges[:-1], hist["counts"], width=np.diff(edges), align="edge", color="C7")
+    ax.axvline(config.periodicity_threshold, color="C3", ls="--", label="threshold")
+    ax.set_xlabel("periodicity of h (autocorrelation at its period)")
+    ax.set_ylabel("fluctuating trials")
+    ax.set_title("Spontaneous trials, all J0")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return {"balanced_scaling_and_coherence": fig}
 
