@@ -34,3 +34,46 @@ def test_experiment_runs_and_reports(name, tmp_path, capsys):
     for key in KEYS[name]:
         assert key in summary, key
     assert list((tmp_path / name).glob("*.png"))
+
+
+def test_rate_balanced_coherence_classifier():
+    """The coherent-state read-out: a periodic field is coherent, an irregular one asynchronous,
+    a constant one a fixed point; units repeating with h's period are locked to it."""
+    import numpy as np
+
+    from neurocircuits.experiments import rate_balanced as rb
+
+    config = rb.Config()  # dt = 1 ms: samples every 5 ms; periods up to 500 ms
+    rng = np.random.default_rng(0)
+    t = np.arange(400) * 5.0  # a 2 s window
+    periodic = 0.5 * np.sin(2 * np.pi * t / 120.0) + 0.3 * np.sin(4 * np.pi * t / 120.0)
+    # irregular: low-pass filtered noise with a 20 ms correlation time
+    noise = rng.normal(size=(3, t.size))
+    irregular = np.zeros_like(noise)
+    for k in range(1, t.size):
+        irregular[:, k] = 0.78 * irregular[:, k - 1] + noise[:, k]
+    irregular *= 0.3 / irregular.std(axis=1, keepdims=True)
+    h = np.vstack([periodic, irregular, np.full(t.size, 0.7) + 1e-4 * noise[0]])
+    out = rb._classify(config, h)
+    assert out["state"].tolist() == [rb.COHERENT, rb.ASYNC, rb.ASYNC, rb.ASYNC, rb.FIXED]
+    assert out["periodicity"][0] > 0.95 and out["periodicity"][1:4].max() < 0.5
+    assert abs(out["period"][0] - 120.0) <= 5.0
+    # slower than coherent_max_period: not coherent
+    slow = rb._classify(config, 0.5 * np.sin(2 * np.pi * t / 800.0)[None])
+    assert slow["state"][0] != rb.COHERENT
+    # locking: units that repeat with h's period vs independent noise
+    units = np.stack([np.sin(2 * np.pi * t / 120.0 + p) for p in rng.uniform(0, 6, 8)], 1)
+    lock = rb._unit_locking(np.stack([units, rng.normal(size=units.shape)]),
+                            np.array([out["lag"][0]] * 2))
+    assert lock[0] > 0.95 and abs(lock[1]) < 0.2
+
+
+def test_rate_balanced_binomial():
+    import numpy as np
+
+    from neurocircuits.experiments import rate_balanced as rb
+
+    p, err, ci = rb._binomial(np.array([0, 25, 100]), 100)
+    assert np.allclose(p, [0, 0.25, 1]) and np.allclose(err, [0, np.sqrt(0.25 * 0.75 / 100), 0])
+    assert np.all(ci[:, 0] <= p + 1e-12) and np.all(p <= ci[:, 1] + 1e-12)
+    assert ci[0, 1] > 0 and ci[2, 0] < 1  # Wilson: a non-empty interval at 0 and 1

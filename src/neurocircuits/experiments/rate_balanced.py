@@ -245,7 +245,8 @@ def _binomial(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     z = 1.0
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return p, np.sqrt(p * (1 - p) / n), np.stack([centre - half, centre + half], axis=-1)
+    ci = np.clip(np.stack([centre - half, centre + half], axis=-1), 0.0, 1.0)
+    return p, np.sqrt(p * (1 - p) / n), ci
 
 
 def _fit_exponent(sizes, values) -> float:
