@@ -169,3 +169,26 @@ def test_spike_list_matches_nonzero(size):
     idx, count = spike_list(spiked, size)
     np.testing.assert_array_equal(idx, jnp.nonzero(spiked, size=size, fill_value=40)[0])
     assert int(count) == int(spiked.sum())
+
+
+@pytest.mark.parametrize("cap_sds", [8.0, -8.0])
+def test_fixed_probability_device_compaction_matches_host(monkeypatch, cap_sds):
+    """The GPU path (compaction on the device; cap_sds < 0 forces the overflow redraw) gives the
+    host path's synapses, and the counts are binomial (mean p n_pre n_post)."""
+    from neurocircuits.spiking import connectivity as conn
+
+    cases = [((3000, 2000, 0.05), {}), ((600, 600, 0.3), {"allow_autapses": False}),
+             ((5, 7, 1.0), {"pre_offset": 4, "post_offset": 2})]
+    host = [conn.fixed_probability(jax.random.key(3), *a, weight=1.5, **kw) for a, kw in cases]
+    monkeypatch.setattr(conn, "_compact_on_device", lambda: True)
+    monkeypatch.setattr(conn, "_CAP_SDS", cap_sds)
+    for (a, kw), h in zip(cases, host):
+        d = conn.fixed_probability(jax.random.key(3), *a, weight=1.5, **kw)
+        for f in ("pre", "post", "weight"):
+            np.testing.assert_array_equal(np.asarray(getattr(d, f)), np.asarray(getattr(h, f)))
+    n_post, n_pre, p = cases[0][0]
+    mean, sd = p * n_pre * n_post, np.sqrt(p * (1 - p) * n_pre * n_post)
+    assert abs(host[0].nnz - mean) < 5 * sd
+    pairs = np.asarray(host[1].pre) * 600 + np.asarray(host[1].post)
+    assert np.all(np.diff(pairs) > 0)
+    assert not np.any(np.asarray(host[1].pre) == np.asarray(host[1].post))

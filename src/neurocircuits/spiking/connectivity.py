@@ -21,6 +21,7 @@ delays are in ms and are turned into steps by the projections.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import equinox as eqx
@@ -118,9 +119,37 @@ def _check_p(p):
     return float(arr)
 
 
-@functools.partial(jax.jit, static_argnames=("n_post", "n_pre", "rows"))
-def _bernoulli_block(key, p, *, n_post, n_pre, rows):
-    return jax.random.uniform(key, (rows, n_post)) < p
+@functools.partial(jax.jit, static_argnames=("n_post", "rows", "cap", "exclude_self"))
+def _bernoulli_block(key, p, r0, valid_rows, *, n_post, rows, cap, exclude_self):
+    """One block of ``rows`` presynaptic rows: flat indices ``row * n_post + post`` of the
+    connected pairs (row-major order, padded with -1 to ``cap``; the mask itself when ``cap``
+    is None) and their number."""
+    mask = jax.random.uniform(key, (rows, n_post)) < p
+    r = jnp.arange(rows)[:, None]
+    mask = mask & (r < valid_rows)
+    if exclude_self:
+        mask = mask & (r + r0 != jnp.arange(n_post)[None, :])
+    if cap is None:
+        return mask, jnp.sum(mask)
+    return jnp.flatnonzero(mask, size=cap, fill_value=-1).astype(jnp.int32), jnp.sum(mask)
+
+
+@functools.partial(jax.jit, static_argnames=("n_post",))
+def _compact_blocks(flat, starts, *, n_post):
+    """The valid entries of the padded blocks ``flat`` (n_blocks, cap) as (pre, post), first
+    in the returned arrays (the rest is padding): compiled once per block layout, not once per
+    synapse count."""
+    cap = flat.shape[1]
+    pos = jnp.flatnonzero(flat.reshape(-1) >= 0, size=flat.size, fill_value=0)
+    sel = flat.reshape(-1)[pos]
+    return sel // n_post + starts[pos // cap], sel % n_post
+
+
+_CAP_SDS = 8.0  # room per block for the synapse count: mean + _CAP_SDS s.d.
+
+
+def _compact_on_device() -> bool:
+    return jax.default_backend() != "cpu"
 
 
 def fixed_probability(key: jax.Array, n_post: int, n_pre: int, p: float, *, weight: Any = 1.0,
@@ -128,9 +157,10 @@ def fixed_probability(key: jax.Array, n_post: int, n_pre: int, p: float, *, weig
                       dtype=jnp.float32) -> Edges:
     r"""Connect every (pre, post) pair independently with probability ``p`` (Bernoulli).
 
-    The adjacency is drawn in blocks of presynaptic rows on the device (memory O(block x
-    n_post + nnz)); use :func:`fixed_total_number` for networks too large for ``n_pre x n_post``
-    uniform draws.
+    Built on the device in blocks of presynaptic rows (memory O(block x n_post + nnz)); only the
+    number of synapses of each block crosses to the host (it sets the array sizes). Synapses are
+    ordered by presynaptic, then postsynaptic index. Use :func:`fixed_total_number` for
+    networks too large for ``n_pre x n_post`` uniform draws.
 
     Args:
         key: PRNG key.
@@ -150,21 +180,36 @@ def fixed_probability(key: jax.Array, n_post: int, n_pre: int, p: float, *, weig
     p = _check_p(p)
     k_adj, k_w = jax.random.split(key)
     rows = max(1, min(n_pre, (1 << 24) // n_post))
-    same = n_post == n_pre and pre_offset == post_offset
-    pres, posts = [], []
-    for b, r0 in enumerate(range(0, n_pre, rows)):
-        mask = _bernoulli_block(jax.random.fold_in(k_adj, b), p, n_post=n_post, n_pre=n_pre,
-                                rows=rows)[: min(rows, n_pre - r0)]
-        if same and not allow_autapses:
-            r = jnp.arange(mask.shape[0])[:, None] + r0
-            mask = mask & (r != jnp.arange(n_post)[None, :])
-        i, j = np.nonzero(np.asarray(mask))
-        pres.append(i.astype(np.int32) + r0)
-        posts.append(j.astype(np.int32))
-    pre = jnp.asarray(np.concatenate(pres) + pre_offset)
-    post = jnp.asarray(np.concatenate(posts) + post_offset)
-    return Edges(pre.astype(jnp.int32), post.astype(jnp.int32),
-                 _weights(k_w, weight, int(pre.shape[0]), dtype))
+    exclude_self = n_post == n_pre and pre_offset == post_offset and not allow_autapses
+    # room for the block's binomial count up to mean + 8 s.d. (a larger count redraws the
+    # block's pairs with room for all of them: same numbers)
+    mean = p * rows * n_post
+    cap = min(rows * n_post,
+              max(1024, -(-int(mean + _CAP_SDS * math.sqrt(mean) + 64) // 1024) * 1024))
+    on_device = _compact_on_device()
+    if not on_device:
+        cap = None
+    starts = list(range(0, n_pre, rows))
+    blocks = [_bernoulli_block(jax.random.fold_in(k_adj, b), p, r0, n_pre - r0, n_post=n_post,
+                               rows=rows, cap=cap, exclude_self=exclude_self)
+              for b, r0 in enumerate(starts)]
+    counts = [int(c) for _, c in blocks]
+    if on_device and max(counts) > cap:
+        blocks = [_bernoulli_block(jax.random.fold_in(k_adj, b), p, r0, n_pre - r0,
+                                   n_post=n_post, rows=rows, cap=rows * n_post,
+                                   exclude_self=exclude_self)
+                  for b, r0 in enumerate(starts)]
+    total = sum(counts)
+    if on_device:
+        flat = jnp.stack([f for f, _ in blocks])
+        pre, post = _compact_blocks(flat, jnp.asarray(starts, jnp.int32), n_post=n_post)
+        pre, post = pre[:total], post[:total]
+    else:  # the CPU backend: the device is the host, where numpy compacts without compiling
+        nz = [np.nonzero(np.asarray(mask)) for mask, _ in blocks]
+        pre = jnp.asarray(np.concatenate([i + r0 for (i, _), r0 in zip(nz, starts)]))
+        post = jnp.asarray(np.concatenate([j for _, j in nz]))
+    return Edges((pre + pre_offset).astype(jnp.int32), (post + post_offset).astype(jnp.int32),
+                 _weights(k_w, weight, total, dtype))
 
 
 def fixed_total_number(key: jax.Array, n_post: int, n_pre: int, n_syn: int, *,
