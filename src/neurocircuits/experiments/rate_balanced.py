@@ -116,6 +116,8 @@ class Config:
                                            help="fraction of units pulsed (excitatory first)")
     coherent_gap: float = param(100.0, low=0.0, unit="ms",
                                 help="delay from the pulse's end to the window after it")
+    entrain_tol: float = param(0.01, low=0.0, help="r.m.s. distance of u below which two "
+                               "copies of a network count as entrained by the pulse")
     coherent_max_period: float = param(500.0, low=10.0, unit="ms",
                                        help="longest period of a coherent oscillation")
     periodicity_threshold: float = param(0.8, low=0.0, high=1.0,
@@ -211,12 +213,18 @@ def _classify(config: Config, h: np.ndarray) -> dict:
             "lag": lag}
 
 
-def _coherent_trials(config: Config, J0: float, amplitudes, key) -> dict:
+def _coherent_trials(config: Config, J0: float, amplitudes, key, twins: bool = False) -> dict:
     """Batched trials (a fresh network and initial condition each) at ``J0``: the state in the
     window [t_transient, t_transient + coherent_window] (spontaneous, "before"), then for each
-    pulse amplitude A (the same networks, continued from the same state) a common pulse
-    ``A`` to every unit for ``coherent_pulse`` ms and the state in the window that starts
-    ``coherent_gap`` ms after the pulse ("after")."""
+    pulse amplitude A (the same networks, continued from the same state) a pulse ``A`` to the
+    first ``coherent_pulse_fraction`` of the units (all of them by default) for
+    ``coherent_pulse`` ms, and the state in the window that starts ``coherent_gap`` ms after
+    the pulse ("after") and in the next window ("late").
+
+    ``twins``: every network also runs from a second initial condition; the r.m.s. distance
+    between the two copies' ``u`` is returned at the pulse onset, at the start of the window
+    after the pulse and at the end of the late window (is the response to the pulse the same
+    whatever the state it met?)."""
     n, trials, dt = config.coherent_n, config.coherent_trials, config.dt
     every = 5
     steps = lambda t: max(every, int(round(t / dt)) // every * every)  # noqa: E731
@@ -230,30 +238,47 @@ def _coherent_trials(config: Config, J0: float, amplitudes, key) -> dict:
     n_rec = min(n, 50)
     record = Record(every=every, fn=lambda u, t: {
         "h": scale * jnp.sum(signs * one_plus_tanh(u)), "r": one_plus_tanh(u[:n_rec])})
+    u0 = jax.random.normal(jax.random.fold_in(key, 1), (trials, n))
     sim_keys = jax.random.split(jax.random.fold_in(key, 2), trials)
-    pre = simulate(nets, jax.random.normal(jax.random.fold_in(key, 1), (trials, n)), dt=dt,
-                   n_steps=n_pre, key=sim_keys, record=record, batch=Batch(model=True),
+    if twins:
+        nets = jax.tree_util.tree_map(
+            lambda x: jnp.concatenate([x, x]) if eqx.is_array(x) else x, nets)
+        u0 = jnp.concatenate([u0, jax.random.normal(jax.random.fold_in(key, 3), (trials, n))])
+        sim_keys = jnp.concatenate([sim_keys, sim_keys])
+    batch = Batch(model=True)
+
+    def distance(u):
+        u = np.asarray(u)
+        return np.sqrt(np.mean((u[:trials] - u[trials:]) ** 2, axis=1))
+
+    pre = simulate(nets, u0, dt=dt, n_steps=n_pre, key=sim_keys, record=record, batch=batch,
                    progress=False)
     w = n_win // every
-    h_pre = np.asarray(pre.ys["h"])[:, -w:]
-    before = _classify(config, h_pre)
-    before["locking"] = _unit_locking(np.asarray(pre.ys["r"])[:, -w:], before["lag"])
+    before = _classify(config, np.asarray(pre.ys["h"])[:trials, -w:])
+    before["locking"] = _unit_locking(np.asarray(pre.ys["r"])[:trials, -w:], before["lag"])
     t_on = n_pre * dt
     target = (jnp.arange(n) < round(config.coherent_pulse_fraction * n)).astype(jnp.float32)
-    after = []
+    after, dist = [], []
     for a in amplitudes:
         pulse = lambda t, a=a: a * ((t >= t_on) & (t < t_on + n_pulse * dt)) * target  # noqa: E731
-        post = simulate(nets, pre.final_state, dt=dt, n_steps=n_pulse + n_gap + 2 * n_win,
-                        key=sim_keys, t0=t_on, inputs=pulse, record=record,
-                        batch=Batch(model=True), progress=False)
-        h_post, r_post = np.asarray(post.ys["h"]), np.asarray(post.ys["r"])
+        kick = simulate(nets, pre.final_state, dt=dt, n_steps=n_pulse + n_gap, key=sim_keys,
+                        t0=t_on, inputs=pulse, batch=batch, progress=False)
+        post = simulate(nets, kick.final_state, dt=dt, n_steps=2 * n_win, key=sim_keys,
+                        t0=t_on + (n_pulse + n_gap) * dt, inputs=pulse, record=record,
+                        batch=batch, progress=False)
+        h_post = np.asarray(post.ys["h"])[:trials]
+        r_post = np.asarray(post.ys["r"])[:trials]
         res = []
-        for lo in (h_post.shape[1] - 2 * w, h_post.shape[1] - w):  # right after; a window later
+        for lo in (0, w):  # right after; a window later
             r = _classify(config, h_post[:, lo:lo + w])
             r["locking"] = _unit_locking(r_post[:, lo:lo + w], r["lag"])
             res.append(r)
         after.append(res)
-    return {"before": before, "after": after}
+        if twins:
+            dist.append({"onset": distance(pre.final_state),
+                         "after": distance(kick.final_state),
+                         "end": distance(post.final_state)})
+    return {"before": before, "after": after, "distance": dist}
 
 
 def _binomial(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -293,7 +318,7 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
     res_j0 = [_coherent_trials(config, j0, (), jax.random.fold_in(key, i))["before"]
               for i, j0 in enumerate(config.coherent_J0)]
     res_amp = _coherent_trials(config, config.coherent_J0_amp, config.coherent_amplitudes,
-                               jax.random.fold_in(key, 100))
+                               jax.random.fold_in(key, 100), twins=True)
     before = res_amp["before"]
     right = [r[0] for r in res_amp["after"]]
     late = [r[1] for r in res_amp["after"]]
@@ -317,6 +342,19 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
                            if n_not else (nan, nan, None))
     p_leave, e_leave, _ = (_binomial((st_right[:, was] != COHERENT).sum(axis=1), n_was)
                            if n_was else (nan, nan, None))
+    # entrainment: do the two copies of a network (different states at the onset) leave the
+    # pulse in the same state?
+    tol = config.entrain_tol
+    dist = res_amp["distance"]
+    distinct = dist[0]["onset"] > tol  # the onset state does not depend on A
+    n_distinct = int(distinct.sum())
+    if n_distinct:
+        p_ent, e_ent, _ = _binomial([(d["after"][distinct] < tol).sum() for d in dist],
+                                    n_distinct)
+        p_ent_end, e_ent_end, _ = _binomial([(d["end"][distinct] < tol).sum() for d in dist],
+                                            n_distinct)
+    else:
+        p_ent = e_ent = p_ent_end = e_ent_end = nan
     # evidence for the definition: periodicity is bimodal over fluctuating trials, and in a
     # coherent trial every unit repeats with h's period (locking ~1), unlike asynchronous ones
     per = np.concatenate([stack(res_j0, "periodicity").ravel(), before["periodicity"]])
@@ -382,6 +420,18 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
         "fixed_point_fraction_vs_amplitude": frac(st_right, FIXED)[0].tolist(),
         "asynchronous_fraction_vs_amplitude": frac(st_right, ASYNC)[0].tolist(),
         "state_changed_late_vs_amplitude": (st_late != before["state"][None]).mean(1).tolist(),
+        "entrained_vs_amplitude": np.asarray(p_ent).tolist(),
+        "entrained_vs_amplitude_err": np.asarray(e_ent).tolist(),
+        "entrained_end_vs_amplitude": np.asarray(p_ent_end).tolist(),
+        "entrained_end_vs_amplitude_err": np.asarray(e_ent_end).tolist(),
+        "entrained_of": (
+            f"each network also runs from a second initial condition; over the {n_distinct} "
+            f"networks whose two copies differ at the pulse onset (r.m.s. distance of u > "
+            f"{tol:g}): the fraction whose copies are within {tol:g} {config.coherent_gap:g} ms "
+            "after the pulse (entrained: the response does not depend on the state the pulse "
+            "met), and at the end of the late window (_end)"),
+        "distance_after_median_vs_amplitude": [float(np.median(d["after"][distinct]))
+                                               if n_distinct else float("nan") for d in dist],
         "periodicity_histogram": {"edges": edges.tolist(), "counts": hist.tolist(),
                                   "of": "fluctuating spontaneous trials (all J0)"},
         "unit_locking_median": {"coherent": median_of(lock, states == COHERENT),
@@ -396,6 +446,9 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
         "coherent_state_vs_amplitude_late": (("amplitude", "trial"), st_late),
         "periodicity_vs_amplitude": (("amplitude", "trial"), stack(right, "periodicity")),
         "period_vs_J0": (("J0", "trial"), stack(res_j0, "period")),
+        "twin_distance_onset": (("trial",), dist[0]["onset"]),
+        "twin_distance_after": (("amplitude", "trial"), np.stack([d["after"] for d in dist])),
+        "twin_distance_end": (("amplitude", "trial"), np.stack([d["end"] for d in dist])),
     }
     return summary, data
 
@@ -565,6 +618,8 @@ def _figures(config, sizes, median, ci, mean, sem, theory, exps, exps_th, cohere
                 color="C3", alpha=0.6, label="coherent one window later")
     ax.errorbar(amp, co["enter_prob_vs_amplitude"], yerr=co["enter_prob_vs_amplitude_err"],
                 fmt="v-", color="C2", label="entered (not coherent before)")
+    ax.errorbar(amp, co["entrained_vs_amplitude"], yerr=co["entrained_vs_amplitude_err"],
+                fmt="D-", color="C4", label="entrained (two copies agree)")
     ax.axhline(co["p_before_pulse"], color="gray", lw=1, label="coherent before the pulse")
     ax.set_xlabel("pulse amplitude A")
     ax.set_ylabel("probability")
