@@ -243,11 +243,15 @@ def test_modular_theory_with_one_module_reduces_to_the_single_population_theory(
 
     one = macroscopic_fluctuations(g=3.0, J0=1.0, f=0.8, gamma=4.0, n=4000, n_grid=31,
                                    n_loop=100)
-    mod = modular_fluctuations(g=3.0, J0=[[1.0]], sizes=[4000], n_samples=80, n_loop=32, seed=1)
+    # the single-population theory neglects the field-driven smoothing of the gains
+    mod = modular_fluctuations(g=3.0, J0=[[1.0]], sizes=[4000], n_samples=80, n_loop=32, seed=1,
+                               field_smoothing=False)
     assert mod.converged
     # importance sampling vs quadrature of the same Kac–Rice average
     assert mod.fixed_point_fraction == pytest.approx(one.fixed_point_fraction, abs=0.08)
-    assert mod.field_std[0] == pytest.approx(one.h_std, rel=0.2)
+    # medians (the means carry the heavy tail of near-unstable loops: Monte Carlo noise ~20%)
+    assert mod.field_std_median == pytest.approx(one.h_std_median, rel=0.15)
+    assert mod.field_std[0] == pytest.approx(one.h_std, rel=0.25)
 
 
 def test_modular_theory_orders_within_above_between_and_rejects_bad_input():
@@ -262,3 +266,94 @@ def test_modular_theory_orders_within_above_between_and_rejects_bad_input():
         modular_fluctuations(g=3.0, J0=np.ones((2, 2)), sizes=[100, 100])
     with pytest.raises(nc.NeurocircuitsError, match=r"\(2, 2\) matrix"):
         modular_fluctuations(g=3.0, J0=np.eye(3), sizes=[100, 100])
+
+
+def _open_loop_modular_gain(n_mod, v, noise, seeds, t_measure, key):
+    """Open-loop modular network (random part only, g = 3, 4 modules at constant input v) with
+    an independent white input of intensity noise^2 into every module: the low-frequency
+    (omega tau < 0.3) mean |kappa_bc|^2 of the off-diagonal loop gains X_b <- v_c, estimated by
+    cross-spectra, minus the estimator's bias (the same estimate against the shifted input)."""
+    from scipy import signal
+
+    m_count, n = 4, 4 * n_mod
+    n_exc = round(0.8 * n_mod)
+    s = np.tile(np.where(np.arange(n_mod) < n_exc, 1.0, -n_exc / (n_mod - n_exc)), m_count)
+    proj = np.eye(m_count)[np.repeat(np.arange(m_count), n_mod)]
+    S = jnp.asarray(proj * s[:, None] / np.sqrt(n), jnp.float32)
+    P = jnp.asarray(proj, jnp.float32)
+    dt, every = 0.1, 5          # in units of tau
+    decay = 1 - math.exp(-dt)
+    steps = int(t_measure / dt) // every
+
+    def one(k):
+        z = 3.0 * jax.random.normal(k, (n, n)) / math.sqrt(n)
+
+        def chunk(u, i):
+            def step(u, j):
+                xi = noise / math.sqrt(dt) * jax.random.normal(jax.random.fold_in(k, j), (4,))
+                r = 1 + jnp.tanh(u)
+                u = u + decay * (jnp.dot(z, r, precision="highest") + P @ (v + xi) - u)
+                return u, (r @ S, xi)
+            u, (x, xi) = jax.lax.scan(step, u, i * every + jnp.arange(every))
+            return u, (x.mean(0), xi.mean(0))
+
+        u0 = jax.random.normal(jax.random.fold_in(k, 10**8), (n,))
+        u0, _ = jax.lax.scan(chunk, u0, 10**6 + jnp.arange(200))   # transient 100 tau
+        _, (x, xi) = jax.lax.scan(chunk, u0, jnp.arange(steps))
+        return x, xi
+
+    xs, xis = jax.jit(jax.vmap(one))(jax.random.split(key, seeds))
+    off = ~np.eye(m_count, dtype=bool)
+    out = []
+    for x, xi in zip(np.asarray(xs, np.float64), np.asarray(xis, np.float64)):
+        def gain2(drive):
+            f, _ = signal.csd(x[:, 0], drive[:, 0], fs=2.0, nperseg=128)
+            cross = np.array([[signal.csd(x[:, b], drive[:, c], fs=2.0, nperseg=128)[1]
+                               for c in range(4)] for b in range(4)])
+            auto = np.array([[signal.csd(drive[:, b], drive[:, c], fs=2.0, nperseg=128)[1]
+                              for c in range(4)] for b in range(4)])
+            h = np.einsum("bcf,cdf->fbd", cross, np.linalg.inv(auto.transpose(2, 0, 1))
+                          .transpose(1, 2, 0))
+            w = 2 * np.pi * f
+            kappa = h * (1 + 1j * w)[:, None, None]
+            sel = (w > 0) & (w < 0.3)
+            return float(np.mean(np.abs(kappa[sel][:, off]) ** 2))
+
+        out.append(gain2(xi) - gain2(np.roll(xi, len(xi) // 2, axis=0)))
+    return float(np.mean(out))
+
+
+def test_field_driven_input_smooths_the_propagated_loop_gain():
+    """The loop gain propagated through the random coupling is not the small-signal one at the
+    amplitude of the fields: the field-driven input (direct and propagated) adds input variance
+    to every unit, which smooths the gains and lowers a = g^2 E[Psi'^2]. Open-loop modular
+    networks (N = 4 x 250, v = -0.7, 4 networks, 1500 tau): the off-diagonal low-frequency
+    |kappa|^2 falls ~3x from input intensity 0.4^2 to 1.2^2; the linear theory has no amplitude
+    dependence (0.18), the smoothed theory (the extra variance solved self-consistently for
+    the white input) gives 0.10 and 0.028."""
+    pt0 = mac._operating_point(3.0, PHI, [-0.7] * 4, [0.25] * 4, 0.0)
+    omega = 0.098 * np.arange(1, 4)   # the estimator's frequency bins below 0.3
+
+    def off_diagonal(pt):
+        a = pt.a
+        return float(np.mean(pt.e_dpsi2[0] * pt.q[0] * (1 - a) / (1 + omega**2 - a)))
+
+    def smoothed(noise):
+        ext = 0.0
+        for _ in range(40):
+            pt = pt0.smoothed(np.full(4, ext))
+            a = min(pt.a, 1 - 1e-9)
+            prop = (1 - a) * pt.q.sum() / (1 + mac._OMEGA**2 - a)
+            ext = 0.5 * ext + 0.5 * mac._integrate(noise**2 * (1 + prop) / (1 + mac._OMEGA**2))
+        return off_diagonal(pt)
+
+    linear = off_diagonal(pt0)
+    key = jax.random.key(77)
+    weak = _open_loop_modular_gain(250, -0.7, 0.4, 4, 1500.0, key)
+    strong = _open_loop_modular_gain(250, -0.7, 1.2, 4, 1500.0, jax.random.fold_in(key, 1))
+    th_weak, th_strong = smoothed(0.4), smoothed(1.2)
+    assert th_strong < th_weak < linear
+    assert weak / strong > 2.0                                # measured: ~3
+    assert strong == pytest.approx(th_strong, rel=0.6)        # linear theory: 4-6x too large
+    assert weak == pytest.approx(th_weak, rel=0.6)
+    assert strong < 0.4 * linear

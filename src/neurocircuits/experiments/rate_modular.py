@@ -8,7 +8,10 @@ correlation of two units' rates within a module (from :math:`\mathrm{Var}\,m_a` 
 variances: :math:`\bar c = (N_a^2 \mathrm{Var}\,m_a - \sum_i \mathrm{Var}\,\phi_i)/(N_a(N_a-1))`)
 and between modules (:math:`\mathrm{Cov}(m_a, m_b)`), normalised by the mean unit variance.
 Predicted by :func:`neurocircuits.rate.macroscopic.modular_fluctuations` (mixture DMFT shared
-by the modules, random loop-gain matrix, variances over the same window as measured). The
+by the modules, random loop-gain matrix with the gains averaged over the field-driven input,
+solved self-consistently; variances over the same window as measured). The prediction does not
+depend on N (beyond the 1/N_a term); the simulated module variance still grows with N up to
+N = 4 x 2000 (finite-size chaos), so ``module_var_rel_err`` is read at the largest size. The
 headline numbers are medians over networks and modules (module pairs) on both sides; means are
 reported too. Networks at a fixed point (units' rate std below ``quiescent_threshold``) enter
 the module variance (as ~0) but not the correlations, which are undefined for them.
