@@ -77,3 +77,22 @@ def test_rate_balanced_binomial():
     assert np.allclose(p, [0, 0.25, 1]) and np.allclose(err, [0, np.sqrt(0.25 * 0.75 / 100), 0])
     assert np.all(ci[:, 0] <= p + 1e-12) and np.all(p <= ci[:, 1] + 1e-12)
     assert ci[0, 1] > 0 and ci[2, 0] < 1  # Wilson: a non-empty interval at 0 and 1
+
+
+def test_rate_balanced_entrainment():
+    """Entrainment counts, among networks whose twin copies differ at the pulse onset, those
+    whose copies agree after it; no distinct network gives NaN, not a division by zero."""
+    import numpy as np
+
+    from neurocircuits.experiments import rate_balanced as rb
+
+    onset = np.array([1.0, 0.5, 0.0, 2.0])  # network 2: copies already equal, not counted
+    dist = [{"onset": onset, "after": np.array([1.0, 0.4, 0.0, 2.0])},     # A small: none
+            {"onset": onset, "after": np.array([0.001, 0.4, 0.0, 0.002])}]  # A large: 2 of 3
+    (p, err, ci), distinct = rb._entrainment(dist, 0.01, "after")
+    assert distinct.tolist() == [True, True, False, True]
+    assert np.allclose(p, [0.0, 2 / 3]) and np.allclose(err[1], np.sqrt(2 / 9 / 3))
+    assert ci.shape == (2, 2) and np.all(ci[:, 0] <= p) and np.all(p <= ci[:, 1])
+    (p0, _, ci0), d0 = rb._entrainment([{"onset": np.zeros(3), "after": np.zeros(3)}],
+                                       0.01, "after")
+    assert not d0.any() and np.isnan(p0).all() and np.isnan(ci0).all()

@@ -50,7 +50,10 @@ dominated*: :math:`\gamma` larger, driven by :math:`I = I_0\sqrt N` so that it s
      amplitude sweep also runs from a second initial condition; among the networks whose two
      copies differ at the pulse onset, ``entrained_vs_amplitude`` is the fraction whose copies
      are within ``entrain_tol`` (r.m.s. distance of u) ``coherent_gap`` ms after the pulse: the
-     response no longer depends on the state the pulse met.
+     response no longer depends on the state the pulse met. Entrainment vs J0
+     (``entrain_vs_J0``): the networks of the spontaneous sweep, each also run from a second
+     initial condition, get one pulse of amplitude ``entrain_amplitude`` at the end of their
+     window, read the same way.
 
    The theory's fraction of networks at a fixed point vs J0
    (:func:`~neurocircuits.rate.macroscopic.macroscopic_fluctuations`) is reported next to the
@@ -75,7 +78,17 @@ dominated*: :math:`\gamma` larger, driven by :math:`I = I_0\sqrt N` so that it s
    pulse in 0, 0.01, 0.01, 0.09, 0.49 (± 0.06) of the networks for A = 0, 1, 2, 4, 8 (median
    distance 1.16, 1.10, 1.04, 0.23, 0.01); a strong pulse saturates the units and resets the
    network, and the chaos then separates part of the copies again (0.24 still agree at the
-   end of the late window at A = 8).
+   end of the late window at A = 8). Entrainment does *not* rise with J0 at a fixed
+   amplitude; it falls: with the same pulse (100 ms, every unit, read 100 ms after it) of
+   A = 8, at N = 500 (128 networks per J0, of which 87, 80, 64, 63, 63 have distinct copies
+   at the onset) the copies agree in 0.89, 0.62, 0.42, 0.37, 0.29 (± 0.03, 0.05, 0.06, 0.06,
+   0.06; 68% Wilson [0.85, 0.91] at J0 = 1, [0.23, 0.35] at J0 = 5) of the networks for
+   J0 = 1…5. The whole J0 × A table (the same networks) says the same: A = 4 gives 0.22,
+   0.10, 0.12, 0.14, 0.10 (± 0.04), A = 16 gives 1, 1, 1, 0.92, 0.89; below A = 4 the
+   fraction is 0–0.06 at every J0 (at A = 0, 2 of 63 networks at J0 = 5, copies that
+   converge without a pulse). The amplitude that entrains half of the networks grows with J0
+   (interpolated: A ≈ 6 at J0 = 1, ≈ 10 at J0 = 5): the probabilistic transition rises with
+   the input, as reported, but with J0 it goes the other way in this model and measure.
 """
 
 from __future__ import annotations
@@ -126,6 +139,8 @@ class Config:
                                            help="fraction of units pulsed (excitatory first)")
     coherent_gap: float = param(100.0, low=0.0, unit="ms",
                                 help="delay from the pulse's end to the window after it")
+    entrain_amplitude: float = param(8.0, quick=8.0, low=0.0,
+                                     help="pulse amplitude of the entrainment sweep vs J0")
     entrain_tol: float = param(0.01, low=0.0, help="r.m.s. distance of u below which two "
                                "copies of a network count as entrained by the pulse")
     coherent_max_period: float = param(500.0, low=10.0, unit="ms",
@@ -223,7 +238,8 @@ def _classify(config: Config, h: np.ndarray) -> dict:
             "lag": lag}
 
 
-def _coherent_trials(config: Config, J0: float, amplitudes, key, twins: bool = False) -> dict:
+def _coherent_trials(config: Config, J0: float, amplitudes, key, twins: bool = False,
+                     post_windows: bool = True) -> dict:
     """Batched trials (a fresh network and initial condition each) at ``J0``: the state in the
     window [t_transient, t_transient + coherent_window] (spontaneous, "before"), then for each
     pulse amplitude A (the same networks, continued from the same state) a pulse ``A`` to the
@@ -234,7 +250,8 @@ def _coherent_trials(config: Config, J0: float, amplitudes, key, twins: bool = F
     ``twins``: every network also runs from a second initial condition; the r.m.s. distance
     between the two copies' ``u`` is returned at the pulse onset, at the start of the window
     after the pulse and at the end of the late window (is the response to the pulse the same
-    whatever the state it met?)."""
+    whatever the state it met?). ``post_windows=False`` stops ``coherent_gap`` ms after the
+    pulse: no state after it (``after`` is empty), only the twins' distances (``end`` NaN)."""
     n, trials, dt = config.coherent_n, config.coherent_trials, config.dt
     every = 5
     steps = lambda t: max(every, int(round(t / dt)) // every * every)  # noqa: E731
@@ -273,6 +290,12 @@ def _coherent_trials(config: Config, J0: float, amplitudes, key, twins: bool = F
         pulse = lambda t, a=a: a * ((t >= t_on) & (t < t_on + n_pulse * dt)) * target  # noqa: E731
         kick = simulate(nets, pre.final_state, dt=dt, n_steps=n_pulse + n_gap, key=sim_keys,
                         t0=t_on, inputs=pulse, batch=batch, progress=False)
+        if not post_windows:
+            if twins:
+                dist.append({"onset": distance(pre.final_state),
+                             "after": distance(kick.final_state),
+                             "end": np.full(trials, np.nan)})
+            continue
         post = simulate(nets, kick.final_state, dt=dt, n_steps=2 * n_win, key=sim_keys,
                         t0=t_on + (n_pulse + n_gap) * dt, inputs=pulse, record=record,
                         batch=batch, progress=False)
@@ -321,12 +344,31 @@ def _median_ci(values) -> tuple[float, float]:
     return float(v[lo]), float(v[hi])
 
 
+def _entrainment(dist: list[dict], tol: float, when: str):
+    """Entrainment from the twins' distances (one dict per amplitude, as returned by
+    :func:`_coherent_trials`): over the networks whose two copies differ at the pulse onset
+    (r.m.s. distance of u > ``tol``; the onset does not depend on the amplitude), the fraction
+    whose copies are within ``tol`` at ``when`` ("after": ``coherent_gap`` ms after the pulse;
+    "end": end of the late window). Returns ((p, s.e., 68% Wilson interval) per amplitude, the
+    mask of distinct networks); NaN where no network is distinct."""
+    distinct = dist[0]["onset"] > tol
+    n = int(distinct.sum())
+    if not n:
+        nan = np.full(len(dist), np.nan)
+        return (nan, nan, np.full((len(dist), 2), np.nan)), distinct
+    return _binomial([(d[when][distinct] < tol).sum() for d in dist], n), distinct
+
+
 def _coherent_state(config: Config, key) -> tuple[dict, dict]:
     """Spontaneous coherence vs J0 and the effect of a pulse vs amplitude: the summary entry
     ``coherent_prob`` and the per-trial data."""
     trials = config.coherent_trials
-    res_j0 = [_coherent_trials(config, j0, (), jax.random.fold_in(key, i))["before"]
+    # the spontaneous trials vs J0; their networks, each also run from a second initial
+    # condition, then get a pulse of amplitude entrain_amplitude (entrainment vs J0)
+    out_j0 = [_coherent_trials(config, j0, (config.entrain_amplitude,),
+                               jax.random.fold_in(key, i), twins=True, post_windows=False)
               for i, j0 in enumerate(config.coherent_J0)]
+    res_j0 = [r["before"] for r in out_j0]
     res_amp = _coherent_trials(config, config.coherent_J0_amp, config.coherent_amplitudes,
                                jax.random.fold_in(key, 100), twins=True)
     before = res_amp["before"]
@@ -356,15 +398,15 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
     # pulse in the same state?
     tol = config.entrain_tol
     dist = res_amp["distance"]
-    distinct = dist[0]["onset"] > tol  # the onset state does not depend on A
+    ent, distinct = _entrainment(dist, tol, "after")
     n_distinct = int(distinct.sum())
-    if n_distinct:
-        p_ent, e_ent, _ = _binomial([(d["after"][distinct] < tol).sum() for d in dist],
-                                    n_distinct)
-        p_ent_end, e_ent_end, _ = _binomial([(d["end"][distinct] < tol).sum() for d in dist],
-                                            n_distinct)
-    else:
-        p_ent = e_ent = p_ent_end = e_ent_end = nan
+    ent_end, _ = _entrainment(dist, tol, "end")
+    p_ent, e_ent, ci_ent = ent
+    p_ent_end, e_ent_end, _ = ent_end
+    # entrainment vs J0 at one amplitude: one pulse per J0, its own networks
+    ent_j0 = [_entrainment(r["distance"], tol, "after") for r in out_j0]
+    n_distinct_j0 = [int(d.sum()) for _, d in ent_j0]
+    p_ent_j0, e_ent_j0, ci_ent_j0 = (np.array([e[0][i][0] for e in ent_j0]) for i in range(3))
     # evidence for the definition: periodicity is bimodal over fluctuating trials, and in a
     # coherent trial every unit repeats with h's period (locking ~1), unlike asynchronous ones
     per = np.concatenate([stack(res_j0, "periodicity").ravel(), before["periodicity"]])
@@ -432,6 +474,7 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
         "state_changed_late_vs_amplitude": (st_late != before["state"][None]).mean(1).tolist(),
         "entrained_vs_amplitude": np.asarray(p_ent).tolist(),
         "entrained_vs_amplitude_err": np.asarray(e_ent).tolist(),
+        "entrained_vs_amplitude_ci68": np.asarray(ci_ent).tolist(),
         "entrained_end_vs_amplitude": np.asarray(p_ent_end).tolist(),
         "entrained_end_vs_amplitude_err": np.asarray(e_ent_end).tolist(),
         "entrained_of": (
@@ -440,6 +483,26 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
             f"{tol:g}): the fraction whose copies are within {tol:g} {config.coherent_gap:g} ms "
             "after the pulse (entrained: the response does not depend on the state the pulse "
             "met), and at the end of the late window (_end)"),
+        "entrain_vs_J0": {
+            "J0": list(config.coherent_J0),
+            "amplitude": config.entrain_amplitude,
+            "p": p_ent_j0.tolist(),
+            "err": e_ent_j0.tolist(),
+            "ci68": ci_ent_j0.tolist(),
+            "n_distinct": n_distinct_j0,
+            "distance_after_median": [
+                float(np.median(r["distance"][0]["after"][d])) if d.any() else float("nan")
+                for r, (_, d) in zip(out_j0, ent_j0)],
+            "of": (
+                f"the spontaneous networks at each J0 (N = {config.coherent_n}), each also run "
+                f"from a second initial condition, get a {config.coherent_pulse:g} ms pulse of "
+                f"amplitude {config.entrain_amplitude:g} to a fraction "
+                f"{config.coherent_pulse_fraction:g} of the units at the end of the spontaneous "
+                f"window; over the n_distinct networks whose copies differ at the onset "
+                f"(r.m.s. distance of u > {tol:g}), the fraction whose copies are within "
+                f"{tol:g} {config.coherent_gap:g} ms after the pulse; err: binomial s.e., "
+                "ci68: Wilson"),
+        },
         "distance_after_median_vs_amplitude": [float(np.median(d["after"][distinct]))
                                                if n_distinct else float("nan") for d in dist],
         "periodicity_histogram": {"edges": edges.tolist(), "counts": hist.tolist(),
@@ -459,6 +522,10 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
         "twin_distance_onset": (("trial",), dist[0]["onset"]),
         "twin_distance_after": (("amplitude", "trial"), np.stack([d["after"] for d in dist])),
         "twin_distance_end": (("amplitude", "trial"), np.stack([d["end"] for d in dist])),
+        "twin_distance_onset_vs_J0": (("J0", "trial"),
+                                      np.stack([r["distance"][0]["onset"] for r in out_j0])),
+        "twin_distance_after_vs_J0": (("J0", "trial"),
+                                      np.stack([r["distance"][0]["after"] for r in out_j0])),
     }
     return summary, data
 
@@ -615,9 +682,13 @@ def _figures(config, sizes, median, ci, mean, sem, theory, exps, exps_th, cohere
             label="fixed point, theory")
     ax.plot(co["J0"], co["asynchronous_fraction_vs_J0"], "^-", color="C0",
             label="asynchronous")
+    ej = co["entrain_vs_J0"]
+    ax.errorbar(ej["J0"], ej["p"], yerr=ej["err"], fmt="D-", color="C4",
+                label=f"entrained by a pulse A = {ej['amplitude']:g} (two copies agree)")
     ax.set_xlabel("J0")
     ax.set_ylabel("fraction of trials")
-    ax.set_title(f"Spontaneous states, N = {config.coherent_n}, {config.coherent_trials} trials")
+    ax.set_title(f"Spontaneous states and entrainment, N = {config.coherent_n}, "
+                 f"{config.coherent_trials} trials", fontsize=10)
     ax.set_ylim(-0.05, 1.05)
     ax.legend(fontsize=8)
     ax = axes[2]
