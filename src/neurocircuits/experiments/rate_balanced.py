@@ -53,7 +53,8 @@ dominated*: :math:`\gamma` larger, driven by :math:`I = I_0\sqrt N` so that it s
      response no longer depends on the state the pulse met. Entrainment vs J0
      (``entrain_vs_J0``): the networks of the spontaneous sweep, each also run from a second
      initial condition, get one pulse of amplitude ``entrain_amplitude`` at the end of their
-     window, read the same way.
+     window, read the same way, and (``entrain_vs_J0_scaled``), from the same state, one of
+     amplitude ``entrain_amplitude_per_J0`` × J0.
 
    The theory's fraction of networks at a fixed point vs J0
    (:func:`~neurocircuits.rate.macroscopic.macroscopic_fluctuations`) is reported next to the
@@ -84,11 +85,15 @@ dominated*: :math:`\gamma` larger, driven by :math:`I = I_0\sqrt N` so that it s
    at the onset) the copies agree in 0.89, 0.62, 0.42, 0.37, 0.29 (± 0.03, 0.05, 0.06, 0.06,
    0.06; 68% Wilson [0.85, 0.91] at J0 = 1, [0.23, 0.35] at J0 = 5) of the networks for
    J0 = 1…5. The whole J0 × A table (the same networks) says the same: A = 4 gives 0.22,
-   0.10, 0.12, 0.14, 0.10 (± 0.04), A = 16 gives 1, 1, 1, 0.92, 0.89; below A = 4 the
+   0.10, 0.12, 0.14, 0.10 (± 0.03–0.04), A = 16 gives 1, 1, 1, 0.92, 0.89; below A = 4 the
    fraction is 0–0.06 at every J0 (at A = 0, 2 of 63 networks at J0 = 5, copies that
    converge without a pulse). The amplitude that entrains half of the networks grows with J0
-   (interpolated: A ≈ 6 at J0 = 1, ≈ 10 at J0 = 5): the probabilistic transition rises with
-   the input, as reported, but with J0 it goes the other way in this model and measure.
+   (interpolated: A ≈ 6 at J0 = 1, ≈ 10 at J0 = 5), but more slowly than J0: a pulse of a
+   fixed size in units of J0 entrains more at larger J0. With A = 3 J0 (the same networks
+   and onset states) the fraction rises, 0.06, 0.28, 0.52, 0.75, 0.78 (± 0.02, 0.05, 0.06,
+   0.05, 0.05) for J0 = 1…5; A = 2 J0 gives 0.02, 0.10, 0.19, 0.37, 0.44 and A = 4 J0 0.22,
+   0.62, 0.84, 0.92, 1. So the probabilistic transition rises with the input, as reported,
+   and with J0 only for an input that scales with J0; at a fixed input it falls with J0.
 """
 
 from __future__ import annotations
@@ -141,6 +146,9 @@ class Config:
                                 help="delay from the pulse's end to the window after it")
     entrain_amplitude: float = param(8.0, quick=8.0, low=0.0,
                                      help="pulse amplitude of the entrainment sweep vs J0")
+    entrain_amplitude_per_J0: float = param(3.0, quick=3.0, low=0.0,
+                                            help="second entrainment sweep vs J0: amplitude "
+                                            "this times J0")
     entrain_tol: float = param(0.01, low=0.0, help="r.m.s. distance of u below which two "
                                "copies of a network count as entrained by the pulse")
     coherent_max_period: float = param(500.0, low=10.0, unit="ms",
@@ -364,8 +372,10 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
     ``coherent_prob`` and the per-trial data."""
     trials = config.coherent_trials
     # the spontaneous trials vs J0; their networks, each also run from a second initial
-    # condition, then get a pulse of amplitude entrain_amplitude (entrainment vs J0)
-    out_j0 = [_coherent_trials(config, j0, (config.entrain_amplitude,),
+    # condition, then get a pulse of amplitude entrain_amplitude, and one of
+    # entrain_amplitude_per_J0 * J0 (entrainment vs J0; each pulse from the same state)
+    out_j0 = [_coherent_trials(config, j0,
+                               (config.entrain_amplitude, config.entrain_amplitude_per_J0 * j0),
                                jax.random.fold_in(key, i), twins=True, post_windows=False)
               for i, j0 in enumerate(config.coherent_J0)]
     res_j0 = [r["before"] for r in out_j0]
@@ -407,6 +417,7 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
     ent_j0 = [_entrainment(r["distance"], tol, "after") for r in out_j0]
     n_distinct_j0 = [int(d.sum()) for _, d in ent_j0]
     p_ent_j0, e_ent_j0, ci_ent_j0 = (np.array([e[0][i][0] for e in ent_j0]) for i in range(3))
+    p_ent_sc, e_ent_sc, ci_ent_sc = (np.array([e[0][i][1] for e in ent_j0]) for i in range(3))
     # evidence for the definition: periodicity is bimodal over fluctuating trials, and in a
     # coherent trial every unit repeats with h's period (locking ~1), unlike asynchronous ones
     per = np.concatenate([stack(res_j0, "periodicity").ravel(), before["periodicity"]])
@@ -503,6 +514,18 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
                 f"{tol:g} {config.coherent_gap:g} ms after the pulse; err: binomial s.e., "
                 "ci68: Wilson"),
         },
+        "entrain_vs_J0_scaled": {
+            "J0": list(config.coherent_J0),
+            "amplitude_per_J0": config.entrain_amplitude_per_J0,
+            "amplitude": [config.entrain_amplitude_per_J0 * j0 for j0 in config.coherent_J0],
+            "p": p_ent_sc.tolist(),
+            "err": e_ent_sc.tolist(),
+            "ci68": ci_ent_sc.tolist(),
+            "n_distinct": n_distinct_j0,
+            "of": ("as entrain_vs_J0 (the same networks and onset states), with a pulse of "
+                   f"amplitude {config.entrain_amplitude_per_J0:g} J0: the input measured in "
+                   "units of the mean coupling"),
+        },
         "distance_after_median_vs_amplitude": [float(np.median(d["after"][distinct]))
                                                if n_distinct else float("nan") for d in dist],
         "periodicity_histogram": {"edges": edges.tolist(), "counts": hist.tolist(),
@@ -526,6 +549,8 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
                                       np.stack([r["distance"][0]["onset"] for r in out_j0])),
         "twin_distance_after_vs_J0": (("J0", "trial"),
                                       np.stack([r["distance"][0]["after"] for r in out_j0])),
+        "twin_distance_after_vs_J0_scaled": (
+            ("J0", "trial"), np.stack([r["distance"][1]["after"] for r in out_j0])),
     }
     return summary, data
 
@@ -685,6 +710,9 @@ def _figures(config, sizes, median, ci, mean, sem, theory, exps, exps_th, cohere
     ej = co["entrain_vs_J0"]
     ax.errorbar(ej["J0"], ej["p"], yerr=ej["err"], fmt="D-", color="C4",
                 label=f"entrained by a pulse A = {ej['amplitude']:g} (two copies agree)")
+    es = co["entrain_vs_J0_scaled"]
+    ax.errorbar(es["J0"], es["p"], yerr=es["err"], fmt="D--", color="C4", alpha=0.6,
+                mfc="none", label=f"entrained by a pulse A = {es['amplitude_per_J0']:g} J0")
     ax.set_xlabel("J0")
     ax.set_ylabel("fraction of trials")
     ax.set_title(f"Spontaneous states and entrainment, N = {config.coherent_n}, "
