@@ -65,9 +65,10 @@ threshold, so that simulation and theory average over the same population of net
 Neglected here (in :func:`macroscopic_fluctuations`): the modulation of the gains by the O(1)
 fluctuations of :math:`h` (:func:`modular_fluctuations` includes it, see there: the field, passed
 on through the random coupling, adds a slow input variance to every unit that smooths the gains
-and weakens the propagated loop gain), finite-size corrections of the microscopic chaos (at N ≤ 2000 the units' temporal variance
-is 0.7× the DMFT's at the operating points of the default critical network; 0.9× at N = 4000),
-multistability beyond the Kac–Rice count, and non-Gaussian loop gains.
+and weakens the propagated loop gain), finite-size corrections of the microscopic chaos (at
+N ≤ 2000 the units' temporal variance is 0.7× the DMFT's at the operating points of the
+default critical network; 0.9× at N = 4000), multistability beyond the Kac–Rice count, and
+non-Gaussian loop gains.
 
 Reference model: Hayakawa & Fukai, Phys. Rev. Research 2, 013253 (2020) (our reconstruction).
 """
