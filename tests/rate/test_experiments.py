@@ -9,8 +9,8 @@ from neurocircuits.cli import main
 TINY = {
     "rate-balanced": ["sizes=150,300", "n_seeds=2", "t_measure=300", "t_transient=200",
                       "coherent_n=60", "coherent_trials=4", "coherent_J0=1,4",
-                      "coherent_amplitudes=0,6", "coherent_window=300", "theory_grid=7",
-                      "theory_loops=20"],
+                      "coherent_amplitudes=0,6", "coherent_window=300", "coherent_max_period=150",
+                      "theory_grid=7", "theory_loops=20"],
     "rate-modular": ["module_sizes=40,80", "n_seeds=2", "t_measure=300", "t_transient=200",
                      "n_recorded=10", "theory_samples=12", "theory_loops=2"],
 }
@@ -96,3 +96,12 @@ def test_rate_balanced_entrainment():
     (p0, _, ci0), d0 = rb._entrainment([{"onset": np.zeros(3), "after": np.zeros(3)}],
                                        0.01, "after")
     assert not d0.any() and np.isnan(p0).all() and np.isnan(ci0).all()
+
+
+def test_coherent_window_too_short_for_the_period_is_refused(tmp_path, capsys):
+    code = main(["run", "rate-balanced", "--scale", "quick", "--out", str(tmp_path / "x"),
+                 "--set", "coherent_window=300"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "coherent_window=300" in err and "coherent_max_period" in err
+    assert not (tmp_path / "x").exists()

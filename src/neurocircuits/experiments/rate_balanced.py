@@ -168,6 +168,13 @@ class Config:
             raise ConfigError(f"sizes={self.sizes} needs at least 2 sizes to fit an exponent")
         if self.dt > self.tau:
             raise ConfigError(f"dt={self.dt} exceeds tau={self.tau}; allowed: dt <= tau")
+        if self.coherent_window < 2 * self.coherent_max_period:
+            raise ConfigError(
+                f"coherent_window={self.coherent_window} ms cannot show a period up to "
+                f"coherent_max_period={self.coherent_max_period} ms: the window must hold two; "
+                f"use coherent_window >= {2 * self.coherent_max_period:g} or a smaller "
+                "coherent_max_period"
+            )
 
 
 def _field_std(config: Config, n: int, gamma: float, bias: float, key, ctx) -> np.ndarray:
