@@ -98,6 +98,34 @@ def test_rate_balanced_entrainment():
     assert not d0.any() and np.isnan(p0).all() and np.isnan(ci0).all()
 
 
+def test_rate_balanced_subset_pulses():
+    """A pulse is an amplitude (to coherent_pulse_fraction of the units) or a pair (amplitude,
+    fraction); a kick (read for entrainment only) is the same pulse from the same onset state
+    as the one given among the amplitudes; a pulse to no unit is no pulse."""
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from neurocircuits.experiments import rate_balanced as rb
+
+    spec = rb._pulse_spec(rb.Config())  # coherent_pulse_fraction = 1: every unit
+    assert spec(8) == (8.0, 1.0) and spec((4, 0.2)) == (4.0, 0.2)
+    with pytest.raises(ValueError, match="fraction 1.5"):
+        spec((4, 1.5))
+    config = dataclasses.replace(rb.Config(), coherent_n=40, coherent_trials=3,
+                                 t_transient=100.0, coherent_window=100.0,
+                                 coherent_max_period=50.0, coherent_pulse=20.0, coherent_gap=20.0)
+    out = rb._coherent_trials(config, 3.0, (0.0, (6.0, 0.0), (6.0, 0.25)), jax.random.PRNGKey(0),
+                              twins=True, post_windows=False, kicks=[(6.0, 0.25)])
+    d, k = out["distance"], out["kick_distance"]
+    assert len(d) == 3 and len(k) == 1 and out["after"] == []
+    assert np.allclose(d[1]["after"], d[0]["after"])  # fraction 0: no unit is pulsed
+    assert np.allclose(k[0]["after"], d[2]["after"]) and np.allclose(k[0]["onset"], d[2]["onset"])
+    with pytest.raises(ValueError, match="twins"):
+        rb._coherent_trials(config, 3.0, (0.0,), jax.random.PRNGKey(0), kicks=[(6.0, 0.25)])
+
+
 def test_coherent_window_too_short_for_the_period_is_refused(tmp_path, capsys):
     code = main(["run", "rate-balanced", "--scale", "quick", "--out", str(tmp_path / "x"),
                  "--set", "coherent_window=300"])

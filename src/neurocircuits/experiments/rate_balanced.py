@@ -54,7 +54,11 @@ dominated*: :math:`\gamma` larger, driven by :math:`I = I_0\sqrt N` so that it s
      (``entrain_vs_J0``): the networks of the spontaneous sweep, each also run from a second
      initial condition, get one pulse of amplitude ``entrain_amplitude`` at the end of their
      window, read the same way, and (``entrain_vs_J0_scaled``), from the same state, one of
-     amplitude ``entrain_amplitude_per_J0`` × J0.
+     amplitude ``entrain_amplitude_per_J0`` × J0, and (``entrain_vs_J0_subset``) one of
+     amplitude ``entrain_subset_amplitude`` to the first ``entrain_subset_fraction`` of the
+     units only (excitatory). The networks of the amplitude sweep also get, from their onset
+     state, the pulses of every amplitude to that subset (``entrained_vs_amplitude_subset``;
+     entrainment only, no windows after them).
 
    The theory's fraction of networks at a fixed point vs J0
    (:func:`~neurocircuits.rate.macroscopic.macroscopic_fluctuations`) is reported next to the
@@ -92,8 +96,41 @@ dominated*: :math:`\gamma` larger, driven by :math:`I = I_0\sqrt N` so that it s
    fixed size in units of J0 entrains more at larger J0. With A = 3 J0 (the same networks
    and onset states) the fraction rises, 0.06, 0.28, 0.52, 0.75, 0.78 (± 0.02, 0.05, 0.06,
    0.05, 0.05) for J0 = 1…5; A = 2 J0 gives 0.02, 0.10, 0.19, 0.37, 0.44 and A = 4 J0 0.22,
-   0.62, 0.84, 0.92, 1. So the probabilistic transition rises with the input, as reported,
-   and with J0 only for an input that scales with J0; at a fixed input it falls with J0.
+   0.62, 0.84, 0.92, 1. A pulse to every unit drives excitatory and inhibitory units alike:
+   under critical balance (:math:`\sum_j s_j = 0`) equal rate changes cancel in h.
+
+   The reference's input goes to "a small number of neurons". A pulse to n_s excitatory units
+   moves h by about J0 n_s Δφ/√N, so J0 amplifies it; with such a *subset* pulse of a fixed
+   amplitude, entrainment *rises* with J0. Measured on the CPU on 2026-12-07 (the same 100 ms
+   pulse, to the first units, read 100 ms after it, tolerance 0.01; a new sample of networks,
+   every pulse from the same onset states). At N = 500, 128 networks per J0 (79, 83, 71, 59,
+   60 with distinct copies at the onset), for J0 = 1…5:
+
+   ========================  ====  ====  ====  ====  ====
+   pulse                     J0=1  J0=2  J0=3  J0=4  J0=5
+   ========================  ====  ====  ====  ====  ====
+   A = 8, every unit         0.87  0.67  0.44  0.41  0.35
+   A = 8, fraction 0.2       0.27  0.40  0.37  0.53  0.67
+   A = 16, fraction 0.2      0.29  0.47  0.51  0.61  0.70
+   A = 4, fraction 0.4       0.38  0.66  0.73  0.76  0.80
+   A = 8, fraction 0.1       0.11  0.10  0.10  0.20  0.33
+   A = 8, fraction 0.05      0.04  0.04  0.06  0.07  0.22
+   A = 0 (no pulse)          0.03  0     0.01  0     0.02
+   ========================  ====  ====  ====  ====  ====
+
+   (s.e. 0.02–0.07; fraction 0.2 at A = 8: 68% Wilson [0.22, 0.32] at J0 = 1, [0.60, 0.72] at
+   J0 = 5). At J0 = 3 the same subset pulse (fraction 0.2) entrains 0.01, 0.04, 0.13, 0.37,
+   0.51 of the networks for A = 0, 2, 4, 8, 16: it rises with the amplitude too. Fractions
+   0.05 and 0.1 (25 and 50 units) entrain little below J0 = 5 at any A up to 16 (≤ 0.2); 0.4
+   (200 of the 400 excitatory units) saturates (0.87–0.98 from A = 8). At N = 1000 (100
+   networks per J0; 71, 67, 50, 53, 40 distinct) a pulse of A = 8 to a fraction 0.2 entrains
+   0.28, 0.57, 0.52, 0.60, 0.80 (± 0.05–0.07), one to a fraction 0.141 (n_s ∝ √N: 141 units,
+   as 100 at N = 500) 0.15, 0.36, 0.30, 0.49, 0.57 (± 0.04–0.08), one to every unit 0.86,
+   0.66, 0.34, 0.34, 0.45. So the probabilistic transition rises with the input, as
+   reported, and with J0 at a fixed input when the input is local (a subset of the excitatory
+   units), as in the reference; for an input to every unit it falls with J0 at a fixed
+   amplitude. The experiment reports the subset pulse (``entrain_subset_fraction`` 0.2,
+   ``entrain_subset_amplitude`` 8) vs J0 and vs amplitude.
 """
 
 from __future__ import annotations
@@ -149,6 +186,13 @@ class Config:
     entrain_amplitude_per_J0: float = param(3.0, quick=3.0, low=0.0,
                                             help="second entrainment sweep vs J0: amplitude "
                                             "this times J0")
+    entrain_subset_fraction: float = param(0.2, low=0.0, high=1.0,
+                                           help="third entrainment sweep vs J0, and one vs "
+                                           "amplitude: fraction of the units pulsed "
+                                           "(excitatory first; 0.8 are excitatory)")
+    entrain_subset_amplitude: float = param(8.0, low=0.0,
+                                            help="pulse amplitude of the subset entrainment "
+                                            "sweep vs J0 (entrain_subset_fraction of the units)")
     entrain_tol: float = param(0.01, low=0.0, help="r.m.s. distance of u below which two "
                                "copies of a network count as entrained by the pulse")
     coherent_max_period: float = param(500.0, low=10.0, unit="ms",
@@ -253,20 +297,43 @@ def _classify(config: Config, h: np.ndarray) -> dict:
             "lag": lag}
 
 
+def _pulse_spec(config: Config):
+    """A function mapping an entry of ``amplitudes`` (:func:`_coherent_trials`) to a pair
+    (amplitude, pulsed fraction): a number A is (A, ``coherent_pulse_fraction``), a pair
+    (A, fraction) is itself. The fraction must be in [0, 1]."""
+    def spec(entry):
+        a, fraction = ((entry, config.coherent_pulse_fraction) if np.ndim(entry) == 0
+                       else tuple(entry))
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"pulse {entry!r}: the pulsed fraction {fraction!r} is not in "
+                             "[0, 1]; give a pulse as an amplitude A or a pair (A, fraction)")
+        return float(a), float(fraction)
+    return spec
+
+
 def _coherent_trials(config: Config, J0: float, amplitudes, key, twins: bool = False,
-                     post_windows: bool = True) -> dict:
+                     post_windows: bool = True, kicks=()) -> dict:
     """Batched trials (a fresh network and initial condition each) at ``J0``: the state in the
     window [t_transient, t_transient + coherent_window] (spontaneous, "before"), then for each
-    pulse amplitude A (the same networks, continued from the same state) a pulse ``A`` to the
-    first ``coherent_pulse_fraction`` of the units (all of them by default) for
-    ``coherent_pulse`` ms, and the state in the window that starts ``coherent_gap`` ms after
-    the pulse ("after") and in the next window ("late").
+    pulse (the same networks, continued from the same state) a pulse of amplitude A to the
+    first fraction of the units (excitatory first) for ``coherent_pulse`` ms, and the state in
+    the window that starts ``coherent_gap`` ms after the pulse ("after") and in the next window
+    ("late"). Each entry of ``amplitudes`` is an amplitude A (pulsed fraction
+    ``coherent_pulse_fraction``, all units by default) or a pair (A, fraction).
 
     ``twins``: every network also runs from a second initial condition; the r.m.s. distance
     between the two copies' ``u`` is returned at the pulse onset, at the start of the window
     after the pulse and at the end of the late window (is the response to the pulse the same
     whatever the state it met?). ``post_windows=False`` stops ``coherent_gap`` ms after the
-    pulse: no state after it (``after`` is empty), only the twins' distances (``end`` NaN)."""
+    pulse: no state after it (``after`` is empty), only the twins' distances (``end`` NaN).
+    ``kicks``: further pulses (entries as in ``amplitudes``), each also from the state at the
+    onset, read as with ``post_windows=False``: only the twins' distances, returned under
+    ``kick_distance`` (needs ``twins``)."""
+    if kicks and not twins:
+        raise ValueError("kicks are read from the twins' distances: pass twins=True")
+    spec = _pulse_spec(config)  # checked before any simulation
+    pulses = [(spec(e), post_windows, "distance") for e in amplitudes]
+    pulses += [(spec(e), False, "kick_distance") for e in kicks]
     n, trials, dt = config.coherent_n, config.coherent_trials, config.dt
     every = 5
     steps = lambda t: max(every, int(round(t / dt)) // every * every)  # noqa: E731
@@ -299,17 +366,18 @@ def _coherent_trials(config: Config, J0: float, amplitudes, key, twins: bool = F
     before = _classify(config, np.asarray(pre.ys["h"])[:trials, -w:])
     before["locking"] = _unit_locking(np.asarray(pre.ys["r"])[:trials, -w:], before["lag"])
     t_on = n_pre * dt
-    target = (jnp.arange(n) < round(config.coherent_pulse_fraction * n)).astype(jnp.float32)
-    after, dist = [], []
-    for a in amplitudes:
-        pulse = lambda t, a=a: a * ((t >= t_on) & (t < t_on + n_pulse * dt)) * target  # noqa: E731
+    after, dists = [], {"distance": [], "kick_distance": []}
+    for (a, fraction), windows, into in pulses:
+        target = (jnp.arange(n) < round(fraction * n)).astype(jnp.float32)
+        pulse = lambda t, a=a, target=target: (  # noqa: E731
+            a * ((t >= t_on) & (t < t_on + n_pulse * dt)) * target)
         kick = simulate(nets, pre.final_state, dt=dt, n_steps=n_pulse + n_gap, key=sim_keys,
                         t0=t_on, inputs=pulse, batch=batch, progress=False)
-        if not post_windows:
+        if not windows:
             if twins:
-                dist.append({"onset": distance(pre.final_state),
-                             "after": distance(kick.final_state),
-                             "end": np.full(trials, np.nan)})
+                dists[into].append({"onset": distance(pre.final_state),
+                                    "after": distance(kick.final_state),
+                                    "end": np.full(trials, np.nan)})
             continue
         post = simulate(nets, kick.final_state, dt=dt, n_steps=2 * n_win, key=sim_keys,
                         t0=t_on + (n_pulse + n_gap) * dt, inputs=pulse, record=record,
@@ -323,10 +391,10 @@ def _coherent_trials(config: Config, J0: float, amplitudes, key, twins: bool = F
             res.append(r)
         after.append(res)
         if twins:
-            dist.append({"onset": distance(pre.final_state),
-                         "after": distance(kick.final_state),
-                         "end": distance(post.final_state)})
-    return {"before": before, "after": after, "distance": dist}
+            dists[into].append({"onset": distance(pre.final_state),
+                                "after": distance(kick.final_state),
+                                "end": distance(post.final_state)})
+    return {"before": before, "after": after, **dists}
 
 
 def _binomial(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -379,15 +447,21 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
     ``coherent_prob`` and the per-trial data."""
     trials = config.coherent_trials
     # the spontaneous trials vs J0; their networks, each also run from a second initial
-    # condition, then get a pulse of amplitude entrain_amplitude, and one of
-    # entrain_amplitude_per_J0 * J0 (entrainment vs J0; each pulse from the same state)
+    # condition, then get a pulse of amplitude entrain_amplitude, one of
+    # entrain_amplitude_per_J0 * J0, and one of entrain_subset_amplitude to a fraction
+    # entrain_subset_fraction of the units (entrainment vs J0; each pulse from the same state)
+    subset = config.entrain_subset_fraction
     out_j0 = [_coherent_trials(config, j0,
-                               (config.entrain_amplitude, config.entrain_amplitude_per_J0 * j0),
+                               (config.entrain_amplitude, config.entrain_amplitude_per_J0 * j0,
+                                (config.entrain_subset_amplitude, subset)),
                                jax.random.fold_in(key, i), twins=True, post_windows=False)
               for i, j0 in enumerate(config.coherent_J0)]
     res_j0 = [r["before"] for r in out_j0]
+    # the amplitude sweep; the same networks and onset states also get the subset pulses (read
+    # for entrainment only: no windows after them)
     res_amp = _coherent_trials(config, config.coherent_J0_amp, config.coherent_amplitudes,
-                               jax.random.fold_in(key, 100), twins=True)
+                               jax.random.fold_in(key, 100), twins=True,
+                               kicks=[(a, subset) for a in config.coherent_amplitudes])
     before = res_amp["before"]
     right = [r[0] for r in res_amp["after"]]
     late = [r[1] for r in res_amp["after"]]
@@ -420,11 +494,13 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
     ent_end, _ = _entrainment(dist, tol, "end")
     p_ent, e_ent, ci_ent = ent
     p_ent_end, e_ent_end, _ = ent_end
+    (p_ent_sub, e_ent_sub, ci_ent_sub), _ = _entrainment(res_amp["kick_distance"], tol, "after")
     # entrainment vs J0 at one amplitude: one pulse per J0, its own networks
     ent_j0 = [_entrainment(r["distance"], tol, "after") for r in out_j0]
     n_distinct_j0 = [int(d.sum()) for _, d in ent_j0]
     p_ent_j0, e_ent_j0, ci_ent_j0 = (np.array([e[0][i][0] for e in ent_j0]) for i in range(3))
     p_ent_sc, e_ent_sc, ci_ent_sc = (np.array([e[0][i][1] for e in ent_j0]) for i in range(3))
+    p_ent_js, e_ent_js, ci_ent_js = (np.array([e[0][i][2] for e in ent_j0]) for i in range(3))
     # evidence for the definition: periodicity is bimodal over fluctuating trials, and in a
     # coherent trial every unit repeats with h's period (locking ~1), unlike asynchronous ones
     per = np.concatenate([stack(res_j0, "periodicity").ravel(), before["periodicity"]])
@@ -533,6 +609,36 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
                    f"amplitude {config.entrain_amplitude_per_J0:g} J0: the input measured in "
                    "units of the mean coupling"),
         },
+        "entrain_vs_J0_subset": {
+            "J0": list(config.coherent_J0),
+            "amplitude": config.entrain_subset_amplitude,
+            "fraction": subset,
+            "p": p_ent_js.tolist(),
+            "err": e_ent_js.tolist(),
+            "ci68": ci_ent_js.tolist(),
+            "n_distinct": n_distinct_j0,
+            "distance_after_median": [
+                float(np.median(r["distance"][2]["after"][d])) if d.any() else float("nan")
+                for r, (_, d) in zip(out_j0, ent_j0)],
+            "of": ("as entrain_vs_J0 (the same networks and onset states), with a pulse of "
+                   f"amplitude {config.entrain_subset_amplitude:g} to a fraction {subset:g} of "
+                   f"the units (the first {round(subset * config.coherent_n)} of "
+                   f"{config.coherent_n}{', excitatory' if subset <= config.f else ''}): a "
+                   "local input, which moves the field h by about J0 times the summed rate "
+                   "change of the pulsed units / sqrt(N)"),
+        },
+        "entrained_vs_amplitude_subset": {
+            "amplitude": list(config.coherent_amplitudes),
+            "fraction": subset,
+            "J0": config.coherent_J0_amp,
+            "p": np.asarray(p_ent_sub).tolist(),
+            "err": np.asarray(e_ent_sub).tolist(),
+            "ci68": np.asarray(ci_ent_sub).tolist(),
+            "n_distinct": n_distinct,
+            "of": ("as entrained_vs_amplitude (the same networks and onset states), with the "
+                   f"pulse to a fraction {subset:g} of the units (excitatory first) only; read "
+                   f"{config.coherent_gap:g} ms after the pulse"),
+        },
         "distance_after_median_vs_amplitude": [float(np.median(d["after"][distinct]))
                                                if n_distinct else float("nan") for d in dist],
         "periodicity_histogram": {"edges": edges.tolist(), "counts": hist.tolist(),
@@ -558,6 +664,10 @@ def _coherent_state(config: Config, key) -> tuple[dict, dict]:
                                       np.stack([r["distance"][0]["after"] for r in out_j0])),
         "twin_distance_after_vs_J0_scaled": (
             ("J0", "trial"), np.stack([r["distance"][1]["after"] for r in out_j0])),
+        "twin_distance_after_vs_J0_subset": (
+            ("J0", "trial"), np.stack([r["distance"][2]["after"] for r in out_j0])),
+        "twin_distance_after_subset": (
+            ("amplitude", "trial"), np.stack([d["after"] for d in res_amp["kick_distance"]])),
     }
     return summary, data
 
@@ -720,6 +830,10 @@ def _figures(config, sizes, median, ci, mean, sem, theory, exps, exps_th, cohere
     es = co["entrain_vs_J0_scaled"]
     ax.errorbar(es["J0"], es["p"], yerr=es["err"], fmt="D--", color="C4", alpha=0.6,
                 mfc="none", label=f"entrained by a pulse A = {es['amplitude_per_J0']:g} J0")
+    eb = co["entrain_vs_J0_subset"]
+    ax.errorbar(eb["J0"], eb["p"], yerr=eb["err"], fmt="P-", color="C1",
+                label=f"entrained by a pulse A = {eb['amplitude']:g} to a fraction "
+                      f"{eb['fraction']:g}")
     ax.set_xlabel("J0")
     ax.set_ylabel("fraction of trials")
     ax.set_title(f"Spontaneous states and entrainment, N = {config.coherent_n}, "
@@ -736,6 +850,9 @@ def _figures(config, sizes, median, ci, mean, sem, theory, exps, exps_th, cohere
                 fmt="v-", color="C2", label="entered (not coherent before)")
     ax.errorbar(amp, co["entrained_vs_amplitude"], yerr=co["entrained_vs_amplitude_err"],
                 fmt="D-", color="C4", label="entrained (two copies agree)")
+    ea = co["entrained_vs_amplitude_subset"]
+    ax.errorbar(amp, ea["p"], yerr=ea["err"], fmt="P-", color="C1",
+                label=f"entrained, pulse to a fraction {ea['fraction']:g}")
     ax.axhline(co["p_before_pulse"], color="gray", lw=1, label="coherent before the pulse")
     ax.set_xlabel("pulse amplitude A")
     ax.set_ylabel("probability")
