@@ -133,3 +133,40 @@ def test_coherent_window_too_short_for_the_period_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "coherent_window=300" in err and "coherent_max_period" in err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("name,steps", [
+    ("rate-balanced", ("_field_std", "_coherent_trials")),
+    ("rate-modular", ("_simulate", "modular_fluctuations")),
+])
+def test_interrupted_run_resumes_from_its_finished_steps(name, steps, tmp_path, monkeypatch):
+    """Every size (and every batch of coherent-state trials) is a resumable step: a resumed
+    run loads the finished ones instead of recomputing them and reports the same numbers;
+    a run of another configuration refuses those files."""
+    import importlib
+
+    import jax
+
+    from neurocircuits._core.errors import ResumeError
+    from neurocircuits.experiments import _base, get
+
+    exp = get(name)
+    module = importlib.import_module(exp.run.__module__)
+    overrides = dict(item.split("=", 1) for item in TINY[name])
+    config = _base.build_config(exp.config, "quick", overrides)
+    key = jax.random.key(3)
+    ctx = _base.Context(partial_dir=tmp_path / ".partial", progress=False)
+    first = exp.run(config, key, ctx).summary
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("a finished step was recomputed on resume")
+
+    for step in steps:
+        monkeypatch.setattr(module, step, recomputed)
+    resumed = exp.run(config, key, _base.Context(partial_dir=ctx.partial_dir, resume=True,
+                                                 progress=False)).summary
+    assert json.dumps(resumed, sort_keys=True, default=str) == json.dumps(
+        first, sort_keys=True, default=str)
+    with pytest.raises(ResumeError, match="another configuration"):
+        exp.run(config, jax.random.key(4), _base.Context(partial_dir=ctx.partial_dir,
+                                                         resume=True, progress=False))

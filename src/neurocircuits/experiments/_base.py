@@ -71,6 +71,37 @@ class Context:
 
         return RunStore(self.partial_dir / f"{name}.zarr", resume=self.resume)
 
+    def resumable(self, name: str, fingerprint: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, kept in ``partial_dir`` as one finished step of the run.
+
+        With ``resume`` (``neurocircuits run ... --resume``), a step that an interrupted run of
+        the same configuration and key (``fingerprint``, see :func:`run_fingerprint`) finished
+        is loaded instead of recomputed, so a long experiment cut by a time limit continues
+        after its last finished step. The value must be picklable (numbers, NumPy arrays,
+        dicts, tuples, dataclasses); the file is written atomically after ``compute`` returns.
+        """
+        import pickle
+
+        from .._core.errors import ResumeError
+
+        path = self.partial_dir / f"{name}.pkl"
+        if self.resume and path.exists():
+            with path.open("rb") as fh:
+                saved = pickle.load(fh)
+            if saved.get("fingerprint") != fingerprint:
+                raise ResumeError(
+                    f"{path} was written by a run with another configuration or seed; resume "
+                    "with the same --set values and --seed, or start afresh (without --resume)."
+                )
+            return saved["value"]
+        value = compute()
+        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as fh:
+            pickle.dump({"fingerprint": fingerprint, "value": value}, fh)
+        tmp.replace(path)
+        return value
+
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
@@ -199,6 +230,16 @@ def config_to_dict(config) -> dict[str, Any]:
         v = getattr(config, f.name)
         out[f.name] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def run_fingerprint(config, key) -> str:
+    """A short hash of a run's configuration and PRNG key: partial results of an interrupted
+    run are reused only by a run with the same fingerprint."""
+    import jax
+    import numpy as np
+
+    payload = [config_to_dict(config), np.asarray(jax.random.key_data(key)).tolist()]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
 
 
 def config_hash(config, seed: int) -> str:

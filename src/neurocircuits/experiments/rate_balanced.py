@@ -136,6 +136,7 @@ dominated*: :math:`\gamma` larger, driven by :math:`I = I_0\sqrt N` so that it s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 
@@ -148,7 +149,7 @@ from .. import Batch, Record, simulate
 from ..rate import RateNetwork, one_plus_tanh
 from ..rate.macroscopic import macroscopic_fluctuations
 from .._core.errors import NeurocircuitsError
-from ._base import Context, Experiment, Result, param
+from ._base import Context, Experiment, Result, param, run_fingerprint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -442,26 +443,32 @@ def _entrainment(dist: list[dict], tol: float, when: str):
     return _binomial([(d[when][distinct] < tol).sum() for d in dist], n), distinct
 
 
-def _coherent_state(config: Config, key) -> tuple[dict, dict]:
+def _coherent_state(config: Config, key, ctx: Context | None = None,
+                    fingerprint: str = "") -> tuple[dict, dict]:
     """Spontaneous coherence vs J0 and the effect of a pulse vs amplitude: the summary entry
-    ``coherent_prob`` and the per-trial data."""
+    ``coherent_prob`` and the per-trial data. With ``ctx``, each batch of trials is a
+    resumable step of the run."""
     trials = config.coherent_trials
+
+    def step(name, compute):
+        return compute() if ctx is None else ctx.resumable(name, fingerprint, compute)
+
     # the spontaneous trials vs J0; their networks, each also run from a second initial
     # condition, then get a pulse of amplitude entrain_amplitude, one of
     # entrain_amplitude_per_J0 * J0, and one of entrain_subset_amplitude to a fraction
     # entrain_subset_fraction of the units (entrainment vs J0; each pulse from the same state)
     subset = config.entrain_subset_fraction
-    out_j0 = [_coherent_trials(config, j0,
-                               (config.entrain_amplitude, config.entrain_amplitude_per_J0 * j0,
-                                (config.entrain_subset_amplitude, subset)),
-                               jax.random.fold_in(key, i), twins=True, post_windows=False)
-              for i, j0 in enumerate(config.coherent_J0)]
+    out_j0 = [step(f"coherent_J0_{i}", lambda i=i, j0=j0: _coherent_trials(
+        config, j0, (config.entrain_amplitude, config.entrain_amplitude_per_J0 * j0,
+                     (config.entrain_subset_amplitude, subset)),
+        jax.random.fold_in(key, i), twins=True, post_windows=False))
+        for i, j0 in enumerate(config.coherent_J0)]
     res_j0 = [r["before"] for r in out_j0]
     # the amplitude sweep; the same networks and onset states also get the subset pulses (read
     # for entrainment only: no windows after them)
-    res_amp = _coherent_trials(config, config.coherent_J0_amp, config.coherent_amplitudes,
-                               jax.random.fold_in(key, 100), twins=True,
-                               kicks=[(a, subset) for a in config.coherent_amplitudes])
+    res_amp = step("coherent_amplitude", lambda: _coherent_trials(
+        config, config.coherent_J0_amp, config.coherent_amplitudes, jax.random.fold_in(key, 100),
+        twins=True, kicks=[(a, subset) for a in config.coherent_amplitudes]))
     before = res_amp["before"]
     right = [r[0] for r in res_amp["after"]]
     late = [r[1] for r in res_amp["after"]]
@@ -683,19 +690,28 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
                "quiescent_fraction", "h_std_q25", "h_std_q75")
     theory = {c: {k: np.zeros(len(sizes)) for k in th_keys} for c in cases}
     theory_conv = []
+    fingerprint = run_fingerprint(config, key)
+
+    def one_size(case_index, i, n, gamma, bias):
+        stds = _field_std(config, n, gamma, bias, jax.random.fold_in(key, 1000 * case_index + i),
+                          ctx)
+        pred = macroscopic_fluctuations(
+            g=config.g, J0=config.J0, f=config.f, gamma=gamma, n=n, bias=bias,
+            n_grid=config.theory_grid, t_window=config.t_measure / config.tau,
+            quiescent_threshold=config.quiescent_threshold, n_loop=config.theory_loops)
+        th = {k: float(getattr(pred, k)) for k in th_keys[:5]}
+        th["h_std_q25"], th["h_std_q75"] = (float(q) for q in pred.h_std_quartiles)
+        return stds, th, bool(pred.converged)
+
     for ci, (case, (gamma, drive)) in enumerate(cases.items()):
         for i, n in enumerate(sizes):
             bias = drive * math.sqrt(n)
-            sim[case][i] = _field_std(config, int(n), gamma, bias,
-                                      jax.random.fold_in(key, 1000 * ci + i), ctx)
-            pred = macroscopic_fluctuations(
-                g=config.g, J0=config.J0, f=config.f, gamma=gamma, n=int(n), bias=bias,
-                n_grid=config.theory_grid, t_window=config.t_measure / config.tau,
-                quiescent_threshold=config.quiescent_threshold, n_loop=config.theory_loops)
-            for k in th_keys[:5]:
-                theory[case][k][i] = getattr(pred, k)
-            theory[case]["h_std_q25"][i], theory[case]["h_std_q75"][i] = pred.h_std_quartiles
-            theory_conv.append(pred.converged)
+            sim[case][i], th, conv = ctx.resumable(
+                f"{case}_N{int(n)}", fingerprint,
+                functools.partial(one_size, ci, i, int(n), gamma, bias))
+            for k, v in th.items():
+                theory[case][k][i] = v
+            theory_conv.append(conv)
     # Simulation and theory describe the same population of networks: all realisations,
     # networks at a fixed point included (their std(h) is ~0 in both). The comparison uses the
     # median over networks: the distribution has a heavy tail (networks whose loop is close to
@@ -723,7 +739,8 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     rel_err_fluct = {c: rel(mean_fluct[c][-1], theory[c]["h_std_fluctuating"][-1])
                      for c in cases}
 
-    coherent, coherent_data = _coherent_state(config, jax.random.fold_in(key, 99))
+    coherent, coherent_data = _coherent_state(config, jax.random.fold_in(key, 99), ctx,
+                                              fingerprint)
 
     summary = {
         "h_std_exponent_critical": exps["critical"],

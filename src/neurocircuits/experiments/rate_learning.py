@@ -42,7 +42,6 @@ Hayakawa & Fukai, Phys. Rev. Research 2, 013253 (2020) (our reconstruction).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 
 import equinox as eqx
@@ -54,7 +53,7 @@ from .._core.errors import ConfigError, ResumeError
 from ..rate import RateNetwork
 from ..rate.tasks import PhaseShiftedOscillation, PulsePersistence, Ramp, SynchronyPatterns
 from ..rate.train import RateCircuit, TrainHistory, evaluate, fit, prepare
-from ._base import Context, Experiment, Result, config_to_dict, param
+from ._base import Context, Experiment, Result, param, run_fingerprint
 
 TASKS = ("oscillation", "persistence", "ramp")
 
@@ -202,9 +201,7 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
                   rank=config.rank if config.trainable == "low_rank" else None,
                   learning_rate=config.learning_rate, checkpoint=config.checkpoint,
                   u0_scale=config.u0_scale, progress=progress)
-    fingerprint = hashlib.sha256(json.dumps(
-        [config_to_dict(config), np.asarray(jax.random.key_data(key)).tolist()]).encode()
-    ).hexdigest()[:16]
+    fingerprint = run_fingerprint(config, key)
     k_net, k_train, k_eval, k_relearn = jax.random.split(key, 4)
     circuit0 = make_circuit(config, k_net)
 

@@ -20,6 +20,7 @@ the module variance (as ~0) but not the correlations, which are undefined for th
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import equinox as eqx
 import jax
@@ -30,7 +31,7 @@ from .. import Batch, Record, simulate
 from .._core import connectivity
 from ..rate import RateNetwork, one_plus_tanh
 from ..rate.macroscopic import modular_fluctuations
-from ._base import Context, Experiment, Result, param
+from ._base import Context, Experiment, Result, param, run_fingerprint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,16 +113,21 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     np.fill_diagonal(j0, config.J0_in)
     off = ~np.eye(m_count, dtype=bool)
     rows = []
+    fingerprint = run_fingerprint(config, key)
     for i, n_mod in enumerate(sizes):
-        var_m, var_unit, cov = _simulate(config, int(n_mod), jax.random.fold_in(key, i), ctx)
+        # each size a resumable step: an interrupted run continues after its last finished size
+        var_m, var_unit, cov = ctx.resumable(
+            f"simulation_{int(n_mod)}", fingerprint,
+            functools.partial(_simulate, config, int(n_mod), jax.random.fold_in(key, i), ctx))
         # a network at a fixed point has no temporal variance: its correlations are undefined
         frozen = np.sqrt(var_unit.mean(axis=1)) < config.quiescent_threshold
         safe = np.where(var_unit > 0, var_unit, 1.0)
         within = (n_mod**2 * var_m - n_mod * var_unit) / (n_mod * (n_mod - 1)) / safe
         between = cov / np.sqrt(safe[:, :, None] * safe[:, None, :])
-        pred = modular_fluctuations(g=config.g, J0=j0, sizes=[int(n_mod)] * m_count, f=config.f,
-                                    n_samples=config.theory_samples, n_loop=config.theory_loops,
-                                    t_window=config.t_measure / config.tau, seed=0)
+        pred = ctx.resumable(f"theory_{int(n_mod)}", fingerprint, functools.partial(
+            modular_fluctuations, g=config.g, J0=j0, sizes=[int(n_mod)] * m_count, f=config.f,
+            n_samples=config.theory_samples, n_loop=config.theory_loops,
+            t_window=config.t_measure / config.tau, seed=0))
         rows.append({
             "var_m": var_m, "within": within[~frozen], "between": between[~frozen][:, off],
             "frozen": frozen.mean(),
