@@ -1,5 +1,6 @@
-"""Sparse rate-network step time at N = 10^6, K = 1000: the library vs a plain-JAX gather vs the
-memory floor, and the construction time of the connectivity.
+"""Sparse rate-network step time at N = 10^6, K = 1000: the library (plain index layout
+``SparseFixedInDegree`` and L1-blocked layout ``SparseFixedInDegree.blocked()``) vs plain-JAX
+loops vs the memory floor, and the construction time of the connectivity.
 
 The network is the balanced E/I network with fixed in-degree (Brunel-style): every neuron receives
 K synapses from uniformly drawn presynaptic neurons, stored as an (N, K) int32 index array, with one
@@ -10,14 +11,27 @@ N K x 4 B over the *measured* copy bandwidth. Float32 throughout.
 
     python benchmarks/rate_sparse.py            # GPU: N = 10^6, K = 1000 (and N = 10^5)
     python benchmarks/rate_sparse.py --quick    # small CPU sanity run
-    python benchmarks/rate_sparse.py --blocked 16,32,64   # + the L1-blocked layout (below)
+    python benchmarks/rate_sparse.py --blocked 16,32,64   # + plain-JAX blocked loops (below)
+    python benchmarks/rate_sparse.py --library-n-blocks 32  # blocks of the library row
+
+Rows per size: ``library`` -- ``nc.simulate`` of a ``RateNetwork`` with the
+``SparseFixedInDegree`` coupling; ``reference`` -- the same gather in a plain-JAX ``lax.scan``;
+``library_blocked`` -- ``nc.simulate`` with ``coupling.blocked(n_blocks)``
+(:class:`BlockedFixedInDegree`; default n_blocks: blocks of <= 128 KiB of float32 rates);
+``--blocked`` -- plain-JAX loops with the same blocked layout for the given block counts (the
+reference for the library's blocked row).
 
 The gather of the plain layout is bound by L2 sector traffic (10^9 random 4-byte reads per step
 at 32-byte sector granularity), not by the index stream: 4.6x the floor on the H100
-(2026-11-23). ``--blocked`` adds rows for an experimental layout that splits every row's indices
-by presynaptic block (uint16 offsets, padded per block) so that each gather reads one block of
-the presynaptic vector small enough for the L1 cache; it is not yet measured on a GPU (the
-2026-12-07 session was lent none) and stays out of the library until it is.
+(2026-11-23). The blocked layout splits every row's indices by presynaptic block (uint16
+offsets, padded per block) so that each gather reads one block of the presynaptic vector small
+enough for the L1 cache. Last measurement, NVIDIA H100, 2026-12-07, float32, N = 10^6,
+K = 1000, 100 steps, *with two other jobs sharing the GPU* (absolute times are pessimistic):
+plain-JAX blocked, 32 blocks 2.89 ms/step vs the library's ``SparseFixedInDegree`` 9.80 ms/step,
+floor 1.61 ms (1.79x vs 6.08x the floor); 16 blocks 6.12 ms (a 250 KB block overflows the
+256 KB L1); 64 blocks 8.31 ms (padding: Kb = 41 vs K/64 = 15.6). N = 10^5: 32 blocks 0.50 ms vs
+0.73 ms (floor 0.16). The library's blocked row (``library_blocked_ms_per_step``) was added
+after that session and is not yet measured on a GPU.
 
 Writes benchmarks/results/rate_sparse_<device>.json and prints a table last.
 """
@@ -118,7 +132,7 @@ def bench_blocked(coupling, w_pre, bias, u0, n_steps, n_blocks, *, repeats):
             "ms_per_step": t * 1e3, "final_state": u}
 
 
-def bench(n, k, n_steps, *, repeats, blocked=()):
+def bench(n, k, n_steps, *, repeats, blocked=(), library_n_blocks=None):
     key = jax.random.key(n)
     J = 1.0 / np.sqrt(k)
     w_pre = J * nc.connectivity.ei_signs(n, f=0.8, gamma=5.0)   # inhibition-dominated: -5 J
@@ -138,13 +152,32 @@ def bench(n, k, n_steps, *, repeats, blocked=()):
         return nc.simulate(net, u, dt=DT, n_steps=n_steps, key=jax.random.key(3),
                            chunk_steps=n_steps, progress=False, record=None).final_state
 
+    t0 = time.perf_counter()
+    coupling_b = coupling.blocked(library_n_blocks)
+    jax.block_until_ready(coupling_b.offsets)
+    build_b = time.perf_counter() - t0
+    net_b = nc.rate.RateNetwork(coupling_b, tau=TAU, bias=bias, integrator=nc.Euler())
+
+    def lib_b(u):
+        return nc.simulate(net_b, u, dt=DT, n_steps=n_steps, key=jax.random.key(3),
+                           chunk_steps=n_steps, progress=False, record=None).final_state
+
     ref = reference_loop()
     t_lib = _median_time(lib, u0, repeats=repeats) / n_steps
+    t_lib_b = _median_time(lib_b, u0, repeats=repeats) / n_steps
     t_ref = _median_time(lambda u: ref(coupling.indices, w_pre, bias, u, n_steps), u0,
                          repeats=repeats) / n_steps
     u_lib, u_ref = lib(u0), ref(coupling.indices, w_pre, bias, u0, n_steps)
     rate = float(jnp.mean(1.0 + jnp.tanh(u_lib)))
     agree = float(jnp.max(jnp.abs(u_lib - u_ref)))
+    lib_blocked = {"library_blocked_ms_per_step": t_lib_b * 1e3,
+                   "library_blocked_n_blocks": coupling_b.n_blocks,
+                   "library_blocked_block_size": coupling_b.block_size,
+                   "library_blocked_kb": coupling_b.kb,
+                   "library_blocked_stored_bytes": int(coupling_b.offsets.size * 2),
+                   "library_blocked_layout_build_s": build_b,
+                   "library_blocked_max_abs_diff_vs_reference":
+                       float(jnp.max(jnp.abs(lib_b(u0) - u_ref)))}
     variants = []
     for nb in blocked:
         v = bench_blocked(coupling, w_pre, bias, u0, n_steps, nb, repeats=repeats)
@@ -153,7 +186,7 @@ def bench(n, k, n_steps, *, repeats, blocked=()):
         print(f"  blocked nb={nb}: {v['ms_per_step']:.3f} ms/step, Kb={v['kb']}, "
               f"{v['stored_bytes']/1e9:.2f} GB, diff {v['max_abs_diff_vs_reference']:.2e}",
               flush=True)
-    return t_lib, t_ref, build, rate, agree, variants
+    return t_lib, t_ref, build, rate, agree, variants, lib_blocked
 
 
 def main():
@@ -161,7 +194,9 @@ def main():
     p.add_argument("--quick", action="store_true", help="small sizes (CPU sanity run)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--blocked", default="",
-                   help="comma-separated block counts of the experimental L1-blocked layout")
+                   help="comma-separated block counts of plain-JAX L1-blocked loops")
+    p.add_argument("--library-n-blocks", type=int, default=None,
+                   help="n_blocks of the library's blocked row (default: the library default)")
     args = p.parse_args()
     blocked = tuple(int(b) for b in args.blocked.split(",") if b)
     dev = jax.devices()[0]
@@ -169,8 +204,8 @@ def main():
     bw = copy_bandwidth(2**26 if args.quick else 2**31)
     rows = []
     for n, k, n_steps in cases:
-        t_lib, t_ref, build, rate, agree, variants = bench(n, k, n_steps, repeats=3,
-                                                           blocked=blocked)
+        t_lib, t_ref, build, rate, agree, variants, lib_b = bench(
+            n, k, n_steps, repeats=3, blocked=blocked, library_n_blocks=args.library_n_blocks)
         floor = n * k * 4 / bw
         rows.append({"N": n, "K": k, "n_steps": n_steps, "construction_s": build,
                      "library_ms_per_step": t_lib * 1e3, "reference_ms_per_step": t_ref * 1e3,
@@ -178,10 +213,15 @@ def main():
                      "library_over_reference": t_lib / t_ref,
                      "index_bytes": n * k * 4, "achieved_index_TBps": n * k * 4 / t_lib / 1e12,
                      "mean_rate": rate, "max_abs_diff_vs_reference": agree,
+                     **lib_b,
+                     "library_blocked_over_floor": lib_b["library_blocked_ms_per_step"]
+                     / (floor * 1e3),
                      "blocked_variants": [dict(v, over_floor=v["ms_per_step"] / (floor * 1e3))
                                           for v in variants]})
-        print(f"N={n:8d} K={k}: lib {t_lib*1e3:.3f} ms  ref {t_ref*1e3:.3f} ms  floor "
-              f"{floor*1e3:.3f} ms  build {build:.2f} s", flush=True)
+        print(f"N={n:8d} K={k}: lib {t_lib*1e3:.3f} ms  ref {t_ref*1e3:.3f} ms  lib blocked "
+              f"{lib_b['library_blocked_ms_per_step']:.3f} ms "
+              f"(nb={lib_b['library_blocked_n_blocks']})  floor {floor*1e3:.3f} ms  "
+              f"build {build:.2f} s", flush=True)
 
     result = {
         "benchmark": "rate_sparse",
@@ -195,7 +235,8 @@ def main():
         "floor": "N K x 4 B (int32 indices) / measured copy bandwidth; the presynaptic vector "
                  "is L2-resident",
         "measured_copy_bandwidth_TBps": bw / 1e12,
-        "peer": "plain-JAX lax.scan with the same gather (same indices, same precision)",
+        "peer": "plain-JAX lax.scan with the same gather (same indices, same precision); "
+                "for the library's blocked row, the plain-JAX blocked loops (--blocked)",
         "target": "library_over_floor <= 2 at N = 10^6, K = 1000",
         "rows": rows,
     }
@@ -206,12 +247,16 @@ def main():
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n{result['device']}  copy {bw/1e12:.2f} TB/s  (float32)")
     print(f"{'N':>8} {'K':>5} {'lib ms':>8} {'ref ms':>8} {'floor ms':>8} {'lib/floor':>9} "
-          f"{'lib/ref':>8} {'build s':>8}")
+          f"{'lib/ref':>8} {'build s':>8} {'blk ms':>8} {'blk/floor':>9} {'nb':>4}")
     for r in rows:
         print(f"{r['N']:>8} {r['K']:>5} {r['library_ms_per_step']:>8.3f} "
               f"{r['reference_ms_per_step']:>8.3f} {r['floor_ms_per_step']:>8.3f} "
               f"{r['library_over_floor']:>9.2f} {r['library_over_reference']:>8.3f} "
-              f"{r['construction_s']:>8.2f}")
+              f"{r['construction_s']:>8.2f} {r['library_blocked_ms_per_step']:>8.3f} "
+              f"{r['library_blocked_over_floor']:>9.2f} {r['library_blocked_n_blocks']:>4}")
+        for v in r["blocked_variants"]:
+            print(f"{'':>8} {'':>5} plain-JAX blocked nb={v['n_blocks']:<3} "
+                  f"{v['ms_per_step']:>8.3f} ms  {v['over_floor']:.2f}x floor  Kb={v['kb']}")
     print(f"wrote {path}")
 
 
