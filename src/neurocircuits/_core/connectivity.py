@@ -789,9 +789,8 @@ class BlockedFixedInDegree(AbstractCoupling):
 
     Memory: ``offsets`` is uint16, 2 B per stored slot, ``n_blocks * n_post * K_b`` slots vs
     ``n_post * K`` int32 indices (4 B) for the plain layout; the padding costs
-    ``n_blocks * K_b / K`` (at N = 10^6, K = 1000: ``K_b`` = 41 for 32 blocks, i.e. 1.31x the slots
-    at half the bytes; 64 blocks: ``K_b`` = 41 vs K/64 = 15.6, 2.6x). Per-synapse weights are
-    stored blocked too, 4 B per slot (float32).
+    ``n_blocks * K_b / K`` (at N = 10^6, K = 1000 with 64 blocks: ``K_b`` = 41 vs K/64 = 15.6,
+    2.6x the slots). Per-synapse weights are stored blocked too, 4 B per slot (float32).
 
     Why it is faster on GPUs: the plain gather reads random 4-byte rates of the whole presynaptic
     vector (4 MB at N = 10^6), which lives in L2, so each step moves ~N K 32-byte L2 sectors. Here
