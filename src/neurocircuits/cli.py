@@ -125,7 +125,7 @@ def _run_one(experiment, config, scale: str, seed: int, out: Path, resume: bool,
     start = time.perf_counter()
     result = experiment.run(config, jax.random.key(seed), ctx)
     summary = _base.write_run(out, experiment, config, seed, scale, result,
-                              time.perf_counter() - start)
+                              time.perf_counter() - start, resumed_steps=ctx.resumed)
     shutil.rmtree(partial, ignore_errors=True)
     return summary
 

@@ -137,7 +137,7 @@ def test_coherent_window_too_short_for_the_period_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("name,steps", [
     ("rate-balanced", ("_field_std", "_coherent_trials")),
-    ("rate-modular", ("_simulate", "modular_fluctuations")),
+    ("rate-modular", ("_simulate", "_theory")),
 ])
 def test_interrupted_run_resumes_from_its_finished_steps(name, steps, tmp_path, monkeypatch):
     """Every size (and every batch of coherent-state trials) is a resumable step: a resumed
@@ -163,8 +163,10 @@ def test_interrupted_run_resumes_from_its_finished_steps(name, steps, tmp_path, 
 
     for step in steps:
         monkeypatch.setattr(module, step, recomputed)
-    resumed = exp.run(config, key, _base.Context(partial_dir=ctx.partial_dir, resume=True,
-                                                 progress=False)).summary
+    again = _base.Context(partial_dir=ctx.partial_dir, resume=True, progress=False)
+    resumed = exp.run(config, key, again).summary
+    assert again.resumed and {r["device"] for r in again.resumed} == {
+        _base.environment()["device"]}
     assert json.dumps(resumed, sort_keys=True, default=str) == json.dumps(
         first, sort_keys=True, default=str)
     with pytest.raises(ResumeError, match="another configuration"):

@@ -64,6 +64,9 @@ class Context:
     partial_dir: Path
     resume: bool = False
     progress: bool = True
+    #: the steps loaded by :meth:`resumable` (name, and the device and date they were computed
+    #: on): a resumed run's summary lists them as ``resumed_steps``
+    resumed: list = dataclasses.field(default_factory=list)
 
     def store(self, name: str):
         """A :class:`~neurocircuits.RunStore` for one resumable simulation of this run."""
@@ -93,12 +96,16 @@ class Context:
                     f"{path} was written by a run with another configuration or seed; resume "
                     "with the same --set values and --seed, or start afresh (without --resume)."
                 )
+            where = saved.get("environment", {})
+            self.resumed.append({"step": name, "device": where.get("device", "not recorded"),
+                                 "date": where.get("date", "not recorded")})
             return saved["value"]
         value = compute()
         self.partial_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
-            pickle.dump({"fingerprint": fingerprint, "value": value}, fh)
+            pickle.dump({"fingerprint": fingerprint, "value": value,
+                         "environment": environment()}, fh)
         tmp.replace(path)
         return value
 
@@ -290,8 +297,12 @@ def _json_default(obj):
 
 
 def write_run(out: Path, experiment: Experiment, config, seed: int, scale: str, result: Result,
-              elapsed_s: float) -> dict[str, Any]:
+              elapsed_s: float, resumed_steps: list | None = None) -> dict[str, Any]:
     """Write summary.json, config.toml, data.zarr, figures and report.html into ``out``.
+
+    ``resumed_steps`` (:attr:`Context.resumed`): steps an interrupted run had finished, loaded
+    instead of recomputed; listed in the summary with the device that computed them, because
+    ``elapsed_s`` and ``environment`` describe only the resumed part.
 
     Everything is first written to a temporary folder beside ``out`` and then moved in, so an
     interrupted write never leaves a truncated file under its final name.
@@ -312,6 +323,8 @@ def write_run(out: Path, experiment: Experiment, config, seed: int, scale: str, 
             "elapsed_s": round(elapsed_s, 3),
             "environment": environment(),
         }
+        if resumed_steps:
+            summary["resumed_steps"] = list(resumed_steps)
         (staging / "summary.json").write_text(
             json.dumps(summary, indent=2, default=_json_default) + "\n")
         cfg = {"experiment": experiment.name, "scale": scale, "seed": seed,

@@ -146,9 +146,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import Batch, Record, simulate
+from .._core.errors import NeurocircuitsError
 from ..rate import RateNetwork, one_plus_tanh
 from ..rate.macroscopic import macroscopic_fluctuations
-from .._core.errors import NeurocircuitsError
 from ._base import Context, Experiment, Result, param, run_fingerprint
 
 
@@ -530,6 +530,24 @@ def _coherent_state(config: Config, key, ctx: Context | None = None,
         except NeurocircuitsError:  # e.g. J0 = 0: no macroscopic field, no prediction
             fp_theory.append(float("nan"))
     summary = {
+        # the headline: the probabilistic transition of Hayakawa & Fukai, read as entrainment
+        # of the whole network by an input to a subset of its units (details below)
+        "transition": {
+            "measure": (
+                f"entrainment of the whole network (N = {config.coherent_n}) by a "
+                f"{config.coherent_pulse:g} ms pulse to a fraction {subset:g} of its units: the "
+                "fraction of networks whose two copies, in different states at the onset, agree "
+                f"(r.m.s. distance of u < {tol:g}) {config.coherent_gap:g} ms after it; err: "
+                "binomial s.e. (entrain_vs_J0_subset, entrained_vs_amplitude_subset)"),
+            "J0": list(config.coherent_J0),
+            "vs_J0": p_ent_js.tolist(),
+            "vs_J0_err": e_ent_js.tolist(),
+            "vs_J0_amplitude": config.entrain_subset_amplitude,
+            "amplitude": list(config.coherent_amplitudes),
+            "vs_amplitude": np.asarray(p_ent_sub).tolist(),
+            "vs_amplitude_err": np.asarray(e_ent_sub).tolist(),
+            "vs_amplitude_J0": config.coherent_J0_amp,
+        },
         "definition": (
             "coherent: a macroscopic oscillation. The field h = (J0/sqrt N) sum_j s_j phi(u_j), "
             "sampled every 5 dt over a window of coherent_window ms, is periodic: the highest "

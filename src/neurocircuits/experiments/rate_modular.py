@@ -104,13 +104,23 @@ def _simulate(config: Config, n_mod: int, key, ctx):
     return [np.concatenate(x) for x in zip(*out)]
 
 
+def _theory(config: Config, n_mod: int):
+    """The prediction for modules of ``n_mod`` units (minutes of host CPU at full scale; it
+    does not depend on the run's key, so an interrupted run can be resumed with the theory
+    steps computed elsewhere)."""
+    m_count = config.n_modules
+    j0 = np.full((m_count, m_count), config.J0_out)
+    np.fill_diagonal(j0, config.J0_in)
+    return modular_fluctuations(g=config.g, J0=j0, sizes=[n_mod] * m_count, f=config.f,
+                                n_samples=config.theory_samples, n_loop=config.theory_loops,
+                                t_window=config.t_measure / config.tau, seed=0)
+
+
 def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     import xarray as xr
 
     m_count = config.n_modules
     sizes = np.asarray(config.module_sizes)
-    j0 = np.full((m_count, m_count), config.J0_out)
-    np.fill_diagonal(j0, config.J0_in)
     off = ~np.eye(m_count, dtype=bool)
     rows = []
     fingerprint = run_fingerprint(config, key)
@@ -124,10 +134,8 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
         safe = np.where(var_unit > 0, var_unit, 1.0)
         within = (n_mod**2 * var_m - n_mod * var_unit) / (n_mod * (n_mod - 1)) / safe
         between = cov / np.sqrt(safe[:, :, None] * safe[:, None, :])
-        pred = ctx.resumable(f"theory_{int(n_mod)}", fingerprint, functools.partial(
-            modular_fluctuations, g=config.g, J0=j0, sizes=[int(n_mod)] * m_count, f=config.f,
-            n_samples=config.theory_samples, n_loop=config.theory_loops,
-            t_window=config.t_measure / config.tau, seed=0))
+        pred = ctx.resumable(f"theory_{int(n_mod)}", fingerprint,
+                             functools.partial(_theory, config, int(n_mod)))
         rows.append({
             "var_m": var_m, "within": within[~frozen], "between": between[~frozen][:, off],
             "frozen": frozen.mean(),
