@@ -13,6 +13,8 @@ TINY = {
                       "theory_grid=7", "theory_loops=20"],
     "rate-modular": ["module_sizes=40,80", "n_seeds=2", "t_measure=300", "t_transient=200",
                      "n_recorded=10", "theory_samples=12", "theory_loops=2"],
+    "rate-learning": ["n=24", "duration=60", "period=30", "n_updates=6", "batch_size=2",
+                      "heldout_trials=2", "relearn_max_updates=4", "relearn_repeats=2"],
 }
 KEYS = {
     "rate-balanced": ["h_std_exponent_critical", "h_std_exponent_inhibitory",
@@ -21,6 +23,8 @@ KEYS = {
     "rate-modular": ["module_var_rel_err", "within_between_corr_ratio",
                      "within_between_corr_ratio_theory", "within_module_corr",
                      "module_var_theory_median"],
+    "rate-learning": ["heldout_nrmse", "relearn_updates", "new_updates",
+                      "scratch_changed_updates", "switch_updates"],
 }
 
 
@@ -138,11 +142,12 @@ def test_coherent_window_too_short_for_the_period_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize("name,steps", [
     ("rate-balanced", ("_field_std", "_coherent_trials")),
     ("rate-modular", ("_simulate", "_theory")),
+    ("rate-learning", ("fit",)),
 ])
 def test_interrupted_run_resumes_from_its_finished_steps(name, steps, tmp_path, monkeypatch):
-    """Every size (and every batch of coherent-state trials) is a resumable step: a resumed
-    run loads the finished ones instead of recomputing them and reports the same numbers;
-    a run of another configuration refuses those files."""
+    """Every size (and every batch of coherent-state trials, every training run) is a
+    resumable step: a resumed run loads the finished ones instead of recomputing them and
+    reports the same numbers; a run of another configuration refuses those files."""
     import importlib
 
     import jax

@@ -505,9 +505,17 @@ def _coherent_state(config: Config, key, ctx: Context | None = None,
     # entrainment vs J0 at one amplitude: one pulse per J0, its own networks
     ent_j0 = [_entrainment(r["distance"], tol, "after") for r in out_j0]
     n_distinct_j0 = [int(d.sum()) for _, d in ent_j0]
-    p_ent_j0, e_ent_j0, ci_ent_j0 = (np.array([e[0][i][0] for e in ent_j0]) for i in range(3))
-    p_ent_sc, e_ent_sc, ci_ent_sc = (np.array([e[0][i][1] for e in ent_j0]) for i in range(3))
-    p_ent_js, e_ent_js, ci_ent_js = (np.array([e[0][i][2] for e in ent_j0]) for i in range(3))
+
+    def entrained_vs_j0(pulse: int, **fields) -> dict:
+        # pulse: 0 the common pulse, 1 the one scaled with J0, 2 the one to a subset
+        p, err, ci = (np.array([e[0][i][pulse] for e in ent_j0]) for i in range(3))
+        return {"J0": list(config.coherent_J0), **fields, "p": p.tolist(), "err": err.tolist(),
+                "ci68": ci.tolist(), "n_distinct": n_distinct_j0}
+
+    def distance_after(pulse: int) -> list[float]:
+        return [float(np.median(r["distance"][pulse]["after"][d])) if d.any() else float("nan")
+                for r, (_, d) in zip(out_j0, ent_j0)]
+
     # evidence for the definition: periodicity is bimodal over fluctuating trials, and in a
     # coherent trial every unit repeats with h's period (locking ~1), unlike asynchronous ones
     per = np.concatenate([stack(res_j0, "periodicity").ravel(), before["periodicity"]])
@@ -529,6 +537,15 @@ def _coherent_state(config: Config, key, ctx: Context | None = None,
                 t_window=config.coherent_window / config.tau).fixed_point_fraction)
         except NeurocircuitsError:  # e.g. J0 = 0: no macroscopic field, no prediction
             fp_theory.append(float("nan"))
+    subset_vs_j0 = entrained_vs_j0(
+        2, amplitude=config.entrain_subset_amplitude, fraction=subset,
+        distance_after_median=distance_after(2),
+        of=("as entrain_vs_J0 (the same networks and onset states), with a pulse of "
+            f"amplitude {config.entrain_subset_amplitude:g} to a fraction {subset:g} of "
+            f"the units (the first {round(subset * config.coherent_n)} of "
+            f"{config.coherent_n}{', excitatory' if subset <= config.f else ''}): a "
+            "local input, which moves the field h by about J0 times the summed rate "
+            "change of the pulsed units / sqrt(N)"))
     summary = {
         # the headline: the probabilistic transition of Hayakawa & Fukai, read as entrainment
         # of the whole network by an input to a subset of its units (details below)
@@ -540,8 +557,8 @@ def _coherent_state(config: Config, key, ctx: Context | None = None,
                 f"(r.m.s. distance of u < {tol:g}) {config.coherent_gap:g} ms after it; err: "
                 "binomial s.e. (entrain_vs_J0_subset, entrained_vs_amplitude_subset)"),
             "J0": list(config.coherent_J0),
-            "vs_J0": p_ent_js.tolist(),
-            "vs_J0_err": e_ent_js.tolist(),
+            "vs_J0": subset_vs_j0["p"],
+            "vs_J0_err": subset_vs_j0["err"],
             "vs_J0_amplitude": config.entrain_subset_amplitude,
             "amplitude": list(config.coherent_amplitudes),
             "vs_amplitude": np.asarray(p_ent_sub).tolist(),
@@ -602,56 +619,23 @@ def _coherent_state(config: Config, key, ctx: Context | None = None,
             f"{tol:g}): the fraction whose copies are within {tol:g} {config.coherent_gap:g} ms "
             "after the pulse (entrained: the response does not depend on the state the pulse "
             "met), and at the end of the late window (_end)"),
-        "entrain_vs_J0": {
-            "J0": list(config.coherent_J0),
-            "amplitude": config.entrain_amplitude,
-            "p": p_ent_j0.tolist(),
-            "err": e_ent_j0.tolist(),
-            "ci68": ci_ent_j0.tolist(),
-            "n_distinct": n_distinct_j0,
-            "distance_after_median": [
-                float(np.median(r["distance"][0]["after"][d])) if d.any() else float("nan")
-                for r, (_, d) in zip(out_j0, ent_j0)],
-            "of": (
-                f"the spontaneous networks at each J0 (N = {config.coherent_n}), each also run "
+        "entrain_vs_J0": entrained_vs_j0(
+            0, amplitude=config.entrain_amplitude, distance_after_median=distance_after(0),
+            of=(f"the spontaneous networks at each J0 (N = {config.coherent_n}), each also run "
                 f"from a second initial condition, get a {config.coherent_pulse:g} ms pulse of "
                 f"amplitude {config.entrain_amplitude:g} to a fraction "
                 f"{config.coherent_pulse_fraction:g} of the units at the end of the spontaneous "
                 f"window; over the n_distinct networks whose copies differ at the onset "
                 f"(r.m.s. distance of u > {tol:g}), the fraction whose copies are within "
                 f"{tol:g} {config.coherent_gap:g} ms after the pulse; err: binomial s.e., "
-                "ci68: Wilson"),
-        },
-        "entrain_vs_J0_scaled": {
-            "J0": list(config.coherent_J0),
-            "amplitude_per_J0": config.entrain_amplitude_per_J0,
-            "amplitude": [config.entrain_amplitude_per_J0 * j0 for j0 in config.coherent_J0],
-            "p": p_ent_sc.tolist(),
-            "err": e_ent_sc.tolist(),
-            "ci68": ci_ent_sc.tolist(),
-            "n_distinct": n_distinct_j0,
-            "of": ("as entrain_vs_J0 (the same networks and onset states), with a pulse of "
-                   f"amplitude {config.entrain_amplitude_per_J0:g} J0: the input measured in "
-                   "units of the mean coupling"),
-        },
-        "entrain_vs_J0_subset": {
-            "J0": list(config.coherent_J0),
-            "amplitude": config.entrain_subset_amplitude,
-            "fraction": subset,
-            "p": p_ent_js.tolist(),
-            "err": e_ent_js.tolist(),
-            "ci68": ci_ent_js.tolist(),
-            "n_distinct": n_distinct_j0,
-            "distance_after_median": [
-                float(np.median(r["distance"][2]["after"][d])) if d.any() else float("nan")
-                for r, (_, d) in zip(out_j0, ent_j0)],
-            "of": ("as entrain_vs_J0 (the same networks and onset states), with a pulse of "
-                   f"amplitude {config.entrain_subset_amplitude:g} to a fraction {subset:g} of "
-                   f"the units (the first {round(subset * config.coherent_n)} of "
-                   f"{config.coherent_n}{', excitatory' if subset <= config.f else ''}): a "
-                   "local input, which moves the field h by about J0 times the summed rate "
-                   "change of the pulsed units / sqrt(N)"),
-        },
+                "ci68: Wilson")),
+        "entrain_vs_J0_scaled": entrained_vs_j0(
+            1, amplitude_per_J0=config.entrain_amplitude_per_J0,
+            amplitude=[config.entrain_amplitude_per_J0 * j0 for j0 in config.coherent_J0],
+            of=("as entrain_vs_J0 (the same networks and onset states), with a pulse of "
+                f"amplitude {config.entrain_amplitude_per_J0:g} J0: the input measured in "
+                "units of the mean coupling")),
+        "entrain_vs_J0_subset": subset_vs_j0,
         "entrained_vs_amplitude_subset": {
             "amplitude": list(config.coherent_amplitudes),
             "fraction": subset,

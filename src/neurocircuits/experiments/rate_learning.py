@@ -42,14 +42,13 @@ Hayakawa & Fukai, Phys. Rev. Research 2, 013253 (2020) (our reconstruction).
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import equinox as eqx
 import jax
 import numpy as np
 
 from .._core.connectivity import modular
-from .._core.errors import ConfigError, ResumeError
+from .._core.errors import ConfigError
 from ..rate import RateNetwork
 from ..rate.tasks import PhaseShiftedOscillation, PulsePersistence, Ramp, SynchronyPatterns
 from ..rate.train import RateCircuit, TrainHistory, evaluate, fit, prepare
@@ -161,33 +160,22 @@ def make_circuit(config: Config, key: jax.Array) -> RateCircuit:
 
 def _fit_resumable(ctx: Context, fingerprint: str, name: str, start: RateCircuit, task,
                    **kwargs):
-    """``fit`` whose result is kept in ``ctx.partial_dir``: with ``ctx.resume`` a finished fit
-    is loaded instead of recomputed, so an interrupted run (``neurocircuits run ... --resume``)
-    continues after the last finished training run."""
-    folder = ctx.partial_dir
-    leaves, meta = folder / f"{name}.eqx", folder / f"{name}.json"
+    """``fit`` as a resumable step of the run (:meth:`Context.resumable`): with ``ctx.resume`` a
+    finished fit is loaded instead of recomputed, so an interrupted run (``neurocircuits run
+    ... --resume``) continues after the last finished training run. The trained circuit is kept
+    as its arrays (NumPy) and rebuilt on the structure of the untrained one."""
     template = prepare(start, kwargs["trainable"], key=jax.random.key(0), rank=kwargs.get("rank"))
-    if ctx.resume and leaves.exists() and meta.exists():
-        info = json.loads(meta.read_text())
-        if info.pop("fingerprint", None) != fingerprint:
-            raise ResumeError(
-                f"{meta} was written by a run with another configuration or seed; resume with "
-                "the same --set values and --seed, or start afresh (without --resume)."
-            )
-        circuit = eqx.tree_deserialise_leaves(leaves, template)
-        arrays = {k: np.asarray(v, float) for k, v in info.pop("arrays").items()}
-        return circuit, TrainHistory(**arrays, **info)
-    circuit, hist = fit(start, task, **kwargs)
-    folder.mkdir(parents=True, exist_ok=True)
-    eqx.tree_serialise_leaves(leaves, circuit)
-    arrays = {k: getattr(hist, k).tolist() for k in ("loss", "nrmse", "mse", "grad_norm",
-                                                      "eval_updates", "eval_nrmse")}
-    info = {"fingerprint": fingerprint, "n_updates": hist.n_updates, "stopped_early": hist.stopped_early,
-            "wall_s": hist.wall_s, "trainable": str(hist.trainable), "arrays": arrays}
-    tmp = meta.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info))
-    tmp.replace(meta)  # the marker of a finished fit, written last
-    return circuit, hist
+    params, static = eqx.partition(template, eqx.is_array)
+
+    def compute():
+        circuit, hist = fit(start, task, **kwargs)
+        leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(eqx.filter(circuit, eqx.is_array))]
+        return {"leaves": leaves, "history": dataclasses.asdict(hist)}
+
+    saved = ctx.resumable(name, fingerprint, compute)
+    arrays = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params),
+                                          [jax.numpy.asarray(x) for x in saved["leaves"]])
+    return eqx.combine(arrays, static), TrainHistory(**saved["history"])
 
 
 def _median_updates(values, cap):
