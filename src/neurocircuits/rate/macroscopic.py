@@ -974,7 +974,6 @@ def modular_fluctuations(
     scales = frac * s2                       # variance of X_b per unit variance of a rate
     drives = math.sqrt(n) * frac * s_bar     # mean of X_b per unit of F_b
     win = _window(t_window)
-    lo_pass = 1.0 / (1.0 + 1j * _OMEGA)
 
     base = _operating_point(g, wrapped, [bias] * m, frac, sigma)
     # proposal: the static fields' Gaussian at the base point, mapped through J0, widened
