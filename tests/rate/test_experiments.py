@@ -10,7 +10,7 @@ TINY = {
     "rate-balanced": ["sizes=150,300", "n_seeds=2", "t_measure=300", "t_transient=200",
                       "coherent_n=60", "coherent_trials=4", "coherent_J0=1,4",
                       "coherent_amplitudes=0,6", "coherent_window=300", "coherent_max_period=150",
-                      "theory_grid=7", "theory_loops=20"],
+                      "theory_grid=7", "theory_loops=20", "n_seeds_largest=3"],
     "rate-modular": ["module_sizes=40,80", "n_seeds=2", "t_measure=300", "t_transient=200",
                      "n_recorded=10", "theory_samples=12", "theory_loops=2"],
     "rate-learning": ["n=24", "duration=60", "period=30", "n_updates=6", "batch_size=2",
@@ -177,3 +177,39 @@ def test_interrupted_run_resumes_from_its_finished_steps(name, steps, tmp_path, 
     with pytest.raises(ResumeError, match="another configuration"):
         exp.run(config, jax.random.key(4), _base.Context(partial_dir=ctx.partial_dir,
                                                          resume=True, progress=False))
+
+
+def test_more_networks_at_the_largest_size_reuse_the_other_steps(tmp_path, monkeypatch):
+    """n_seeds_largest adds networks at the largest N as steps of their own: a resumed run
+    with more of them simulates only those (networks n_seeds ... n_seeds_largest - 1, the
+    same couplings as a fresh run's) and keeps every other number."""
+    import jax
+
+    from neurocircuits._core.errors import ConfigError
+    from neurocircuits.experiments import _base, get
+    from neurocircuits.experiments import rate_balanced as rb
+
+    exp = get("rate-balanced")
+    overrides = dict(item.split("=", 1) for item in TINY["rate-balanced"])
+    fewer = _base.build_config(exp.config, "quick", {**overrides, "n_seeds_largest": "0"})
+    more = _base.build_config(exp.config, "quick", overrides)
+    key = jax.random.key(5)
+    ctx = _base.Context(partial_dir=tmp_path / ".partial", progress=False)
+    first = exp.run(fewer, key, ctx).summary
+    calls = []
+    real = rb._field_std
+
+    def counted(*args, **kwargs):
+        calls.append(args[-2:])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rb, "_field_std", counted)
+    again = exp.run(more, key, _base.Context(partial_dir=ctx.partial_dir, resume=True,
+                                              progress=False)).summary
+    assert calls == [(2, 1), (2, 1)]  # one extra network per case, nothing else simulated
+    assert first["networks_per_size"] == [2, 2] and again["networks_per_size"] == [2, 3]
+    for c in ("critical", "inhibitory"):
+        assert again[f"h_std_{c}_median"][0] == first[f"h_std_{c}_median"][0]
+    assert json.dumps(again["coherent_prob"]) == json.dumps(first["coherent_prob"])  # NaNs
+    with pytest.raises(ConfigError, match="n_seeds_largest=1 is below n_seeds=2"):
+        _base.build_config(exp.config, "quick", {**overrides, "n_seeds_largest": "1"})

@@ -239,13 +239,15 @@ def config_to_dict(config) -> dict[str, Any]:
     return out
 
 
-def run_fingerprint(config, key) -> str:
+def run_fingerprint(config, key, ignore: tuple[str, ...] = ()) -> str:
     """A short hash of a run's configuration and PRNG key: partial results of an interrupted
-    run are reused only by a run with the same fingerprint."""
+    run are reused only by a run with the same fingerprint. ``ignore`` names configuration
+    fields a step does not depend on (its results are then reused whatever their values)."""
     import jax
     import numpy as np
 
-    payload = [config_to_dict(config), np.asarray(jax.random.key_data(key)).tolist()]
+    fields = {k: v for k, v in config_to_dict(config).items() if k not in ignore}
+    payload = [fields, np.asarray(jax.random.key_data(key)).tolist()]
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
 
 

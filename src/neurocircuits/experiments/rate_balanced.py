@@ -157,6 +157,9 @@ class Config:
     sizes: tuple[int, ...] = param((1000, 2000, 4000, 8000, 16000), quick=(500, 1000, 2000),
                                    low=20, high=100_000, help="network sizes N")
     n_seeds: int = param(16, quick=4, low=2, high=1024, help="network realisations per N")
+    n_seeds_largest: int = param(64, quick=0, low=0, high=4096,
+                                 help="network realisations at the largest N, where simulation "
+                                 "and theory are compared (0: n_seeds)")
     g: float = param(3.0, low=0.0, high=20.0, help="random-coupling gain")
     J0: float = param(1.0, low=0.0, high=20.0, help="mean-coupling strength")
     f: float = param(0.8, low=0.01, high=0.99, help="excitatory fraction")
@@ -213,6 +216,10 @@ class Config:
             raise ConfigError(f"sizes={self.sizes} needs at least 2 sizes to fit an exponent")
         if self.dt > self.tau:
             raise ConfigError(f"dt={self.dt} exceeds tau={self.tau}; allowed: dt <= tau")
+        if 0 < self.n_seeds_largest < self.n_seeds:
+            raise ConfigError(
+                f"n_seeds_largest={self.n_seeds_largest} is below n_seeds={self.n_seeds}; "
+                "allowed: 0 (the same as n_seeds) or >= n_seeds")
         if self.coherent_window < 2 * self.coherent_max_period:
             raise ConfigError(
                 f"coherent_window={self.coherent_window} ms cannot show a period up to "
@@ -222,14 +229,17 @@ class Config:
             )
 
 
-def _field_std(config: Config, n: int, gamma: float, bias: float, key, ctx) -> np.ndarray:
-    """Time-std of h for each of ``n_seeds`` networks of size n (batched in groups)."""
+def _field_std(config: Config, n: int, gamma: float, bias: float, key, ctx,
+               first: int = 0, count: int | None = None) -> np.ndarray:
+    """Time-std of h for networks ``first, ..., first + count - 1`` (default: the ``n_seeds``
+    first) of size n, batched in groups (network i's coupling does not depend on the batch)."""
     n_steps = int(round((config.t_transient + config.t_measure) / config.dt)) // 10 * 10
     skip = int(round(config.t_transient / config.dt)) // 10
-    group = max(1, min(config.n_seeds, int(config.max_batch_bytes // (4 * n * n))))
+    count = config.n_seeds if count is None else count
+    group = max(1, min(count, int(config.max_batch_bytes // (4 * n * n))))
     stds = []
-    for start in range(0, config.n_seeds, group):
-        size = min(group, config.n_seeds - start)
+    for start in range(first, first + count, group):
+        size = min(group, first + count - start)
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(start, start + size))
         nets = eqx.filter_vmap(lambda k: RateNetwork.random(
             k, n, g=config.g, J0=config.J0, f=config.f, gamma=gamma, tau=config.tau,
@@ -687,16 +697,22 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     sizes = np.asarray(config.sizes)
     cases = {"critical": (config.f / (1 - config.f), 0.0),
              "inhibitory": (config.gamma_inhibitory, config.drive_inhibitory)}
-    sim = {c: np.zeros((len(sizes), config.n_seeds)) for c in cases}
+    n_largest = max(config.n_seeds, config.n_seeds_largest)
+    sim = {c: [None] * len(sizes) for c in cases}  # per size, std(h) of each network
     th_keys = ("h_std", "h_std_median", "h_std_fluctuating", "fixed_point_fraction",
                "quiescent_fraction", "h_std_q25", "h_std_q75")
     theory = {c: {k: np.zeros(len(sizes)) for k in th_keys} for c in cases}
     theory_conv = []
-    fingerprint = run_fingerprint(config, key)
+    # the networks beyond n_seeds at the largest N are steps of their own, so the other steps
+    # do not depend on n_seeds_largest (a run with more of them reuses the rest)
+    fingerprint = run_fingerprint(config, key, ignore=("n_seeds_largest",))
+    fingerprint_largest = run_fingerprint(config, key)
+
+    def size_key(case_index, i):
+        return jax.random.fold_in(key, 1000 * case_index + i)
 
     def one_size(case_index, i, n, gamma, bias):
-        stds = _field_std(config, n, gamma, bias, jax.random.fold_in(key, 1000 * case_index + i),
-                          ctx)
+        stds = _field_std(config, n, gamma, bias, size_key(case_index, i), ctx)
         pred = macroscopic_fluctuations(
             g=config.g, J0=config.J0, f=config.f, gamma=gamma, n=n, bias=bias,
             n_grid=config.theory_grid, t_window=config.t_measure / config.tau,
@@ -711,6 +727,13 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
             sim[case][i], th, conv = ctx.resumable(
                 f"{case}_N{int(n)}", fingerprint,
                 functools.partial(one_size, ci, i, int(n), gamma, bias))
+            if i == len(sizes) - 1 and n_largest > config.n_seeds:
+                more = ctx.resumable(
+                    f"{case}_N{int(n)}_networks_{config.n_seeds}_to_{n_largest}",
+                    fingerprint_largest,
+                    functools.partial(_field_std, config, int(n), gamma, bias, size_key(ci, i),
+                                      ctx, config.n_seeds, n_largest - config.n_seeds))
+                sim[case][i] = np.concatenate([sim[case][i], more])
             for k, v in th.items():
                 theory[case][k][i] = v
             theory_conv.append(conv)
@@ -719,11 +742,16 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
     # median over networks: the distribution has a heavy tail (networks whose loop is close to
     # instability), where the linear theory overestimates and the sample mean of 16 networks
     # is noisy. Means (all networks, and fluctuating ones only) are reported too.
+    # one row per size, padded with NaN beyond its networks (more of them at the largest N)
+    sim = {c: np.stack([np.pad(np.asarray(r, float), (0, n_largest - len(r)),
+                               constant_values=np.nan) for r in sim[c]]) for c in cases}
+    counts = np.isfinite(sim["critical"]).sum(axis=1)
     quiescent = {c: sim[c] < config.quiescent_threshold for c in cases}
-    median = {c: np.median(sim[c], axis=1) for c in cases}
-    ci = {c: np.array([_median_ci(row) for row in sim[c]]) for c in cases}
-    mean = {c: sim[c].mean(axis=1) for c in cases}
-    sem = {c: sim[c].std(axis=1, ddof=1) / math.sqrt(config.n_seeds) for c in cases}
+    quiescent_frac = {c: quiescent[c].sum(axis=1) / counts for c in cases}
+    median = {c: np.nanmedian(sim[c], axis=1) for c in cases}
+    ci = {c: np.array([_median_ci(row[np.isfinite(row)]) for row in sim[c]]) for c in cases}
+    mean = {c: np.nanmean(sim[c], axis=1) for c in cases}
+    sem = {c: np.nanstd(sim[c], axis=1, ddof=1) / np.sqrt(counts) for c in cases}
     with warnings.catch_warnings():  # a size with no fluctuating network gives NaN, not noise
         warnings.simplefilter("ignore", RuntimeWarning)
         mean_fluct = {c: np.nanmean(np.where(quiescent[c], np.nan, sim[c]), axis=1)
@@ -755,6 +783,7 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
         "h_std_theory_rel_err": max(rel_err.values()),
         "h_std_theory_rel_err_by_network": rel_err,
         "h_std_theory_rel_err_of": "median over all networks at the largest N",
+        "networks_per_size": counts.tolist(),
         "h_std_mean_theory_rel_err_by_network": rel_err_mean,
         "h_std_fluctuating_theory_rel_err_by_network": rel_err_fluct,
         "sizes": sizes.tolist(),
@@ -765,7 +794,7 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
             f"h_std_{c}_median": median[c].tolist(),
             f"h_std_{c}_median_ci68": ci[c].tolist(),
             f"h_std_{c}_median_theory": theory[c]["h_std_median"].tolist(),
-            f"h_std_{c}_quartiles": np.quantile(sim[c], [0.25, 0.75], axis=1).T.tolist(),
+            f"h_std_{c}_quartiles": np.nanquantile(sim[c], [0.25, 0.75], axis=1).T.tolist(),
             f"h_std_{c}_quartiles_theory": np.stack([theory[c]["h_std_q25"],
                                                      theory[c]["h_std_q75"]], 1).tolist(),
             f"h_std_{c}": mean[c].tolist(),
@@ -773,7 +802,7 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
             f"h_std_{c}_theory": theory[c]["h_std"].tolist(),
             f"h_std_{c}_fluctuating": mean_fluct[c].tolist(),
             f"h_std_{c}_fluctuating_theory": theory[c]["h_std_fluctuating"].tolist(),
-            f"quiescent_fraction_{c}": quiescent[c].mean(axis=1).tolist(),
+            f"quiescent_fraction_{c}": quiescent_frac[c].tolist(),
             f"quiescent_fraction_{c}_theory": theory[c]["quiescent_fraction"].tolist(),
             f"fixed_point_fraction_{c}_theory": theory[c]["fixed_point_fraction"].tolist(),
         })
@@ -789,7 +818,7 @@ def run(config: Config, key: jax.Array, ctx: Context) -> Result:
             "h_std_inhibitory_theory": (("N",), theory["inhibitory"]["h_std"]),
             **coherent_data,
         },
-        coords={"N": sizes, "seed": np.arange(config.n_seeds), "J0": list(config.coherent_J0),
+        coords={"N": sizes, "seed": np.arange(n_largest), "J0": list(config.coherent_J0),
                 "amplitude": list(config.coherent_amplitudes),
                 "trial": np.arange(config.coherent_trials)},
         attrs={"experiment": "rate-balanced",
